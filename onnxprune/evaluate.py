@@ -1,0 +1,764 @@
+"""Run ONNX models with onnxruntime and measure how far a pruned model drifts from its original.
+
+The pieces, in the order ``onnxprune verify`` uses them:
+
+* :func:`make_session` builds an onnxruntime session (CPU or CUDA).
+* :func:`input_specs` reads a session's inputs as :class:`InputSpec` (name, dtype, shape).
+* :func:`load_data` reads an ``.npz`` file; :func:`random_data` makes seeded random inputs.
+  :func:`parse_input_shapes` parses the ``--input-shape name:1x3x224x224`` option.
+* :func:`run_model` runs a :class:`Dataset` through a session, batch by batch.
+* :func:`compare_outputs` measures errors, cosine similarity, top-1 agreement and accuracy.
+* :func:`verify` does all of the above for an original and a pruned model.
+
+Convention: axis 0 of every graph input and output is the batch axis. A dataset stores its
+samples on that axis, and the outputs of successive batches are concatenated on it.
+Latency measurement lives in :mod:`onnxprune.bench`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence, TypeVar
+
+import numpy as np
+import onnx
+import onnxruntime
+
+from onnxprune.errors import OnnxPruneError
+
+ModelSource = str | os.PathLike | bytes | onnx.ModelProto
+"""A model given as a file path, serialized bytes, or an in-memory ``onnx.ModelProto``."""
+
+PROVIDERS: dict[str, str] = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+}
+"""Provider names accepted by :func:`make_session`, mapped to onnxruntime's names."""
+
+_CPU = PROVIDERS["cpu"]
+_CUDA = PROVIDERS["cuda"]
+
+_ORT_DTYPES: dict[str, np.dtype] = {
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(float16)": np.dtype(np.float16),
+    "tensor(double)": np.dtype(np.float64),
+    "tensor(int8)": np.dtype(np.int8),
+    "tensor(int16)": np.dtype(np.int16),
+    "tensor(int32)": np.dtype(np.int32),
+    "tensor(int64)": np.dtype(np.int64),
+    "tensor(uint8)": np.dtype(np.uint8),
+    "tensor(uint16)": np.dtype(np.uint16),
+    "tensor(uint32)": np.dtype(np.uint32),
+    "tensor(uint64)": np.dtype(np.uint64),
+    "tensor(bool)": np.dtype(np.bool_),
+}
+
+LABELS_KEY = "labels"
+"""Name of the optional labels array in an ``.npz`` data file."""
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def source_label(model: ModelSource) -> str:
+    """A short human name for a model source: its path, or ``<bytes>`` / ``<ModelProto name>``."""
+    if isinstance(model, (str, os.PathLike)):
+        return os.fspath(model)
+    if isinstance(model, onnx.ModelProto):
+        return f"<ModelProto {model.graph.name}>" if model.graph.name else "<ModelProto>"
+    return "<bytes>"
+
+
+def make_session(
+    model: ModelSource,
+    provider: str = "cpu",
+    threads: int | None = None,
+    *,
+    allow_spinning: bool = True,
+) -> onnxruntime.InferenceSession:
+    """Create an onnxruntime session for ``model``.
+
+    ``provider`` is ``"cpu"`` or ``"cuda"`` (CUDA keeps CPU as the fallback for ops that CUDA
+    lacks). ``threads`` sets ``intra_op_num_threads``; ``None`` keeps onnxruntime's default
+    (one thread per physical core). The graph optimization level stays at onnxruntime's
+    default (``ORT_ENABLE_ALL``), because that is what users deploy. ``allow_spinning=False``
+    stops idle intra-op threads from busy-waiting after a run; :mod:`onnxprune.bench` needs
+    that when it alternates between sessions, or one session's spinning threads steal the
+    cores of the next.
+
+    Paths are handed to onnxruntime as paths, so external weight files next to the model are
+    found. A ``ModelProto`` is serialized first, which protobuf limits to 2 GB.
+
+    Raises :class:`OnnxPruneError` for an unknown provider, a bad ``threads`` value, a missing
+    model file, a model onnxruntime cannot load (with its first message line), CUDA not
+    installed, or CUDA installed but not used (onnxruntime silently falls back to CPU).
+    """
+    key = provider.lower() if isinstance(provider, str) else provider
+    if key not in PROVIDERS:
+        raise OnnxPruneError(
+            f"unknown provider {provider!r}; choose one of: {', '.join(PROVIDERS)}"
+        )
+    execution_provider = PROVIDERS[key]
+    if execution_provider == _CUDA:
+        available = onnxruntime.get_available_providers()
+        if _CUDA not in available:
+            raise OnnxPruneError(
+                "CUDA execution provider is not available (installed onnxruntime has: "
+                f"{', '.join(available)}); install onnxprune[gpu] on a machine with a GPU"
+            )
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: ORT warnings would clutter CLI output
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise OnnxPruneError(f"threads must be a positive integer, got {threads!r}")
+        options.intra_op_num_threads = threads
+    if not allow_spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    providers = [execution_provider] if execution_provider == _CPU else [execution_provider, _CPU]
+    label = source_label(model)
+    try:
+        session = onnxruntime.InferenceSession(
+            _ort_model_arg(model), sess_options=options, providers=providers
+        )
+    except OnnxPruneError:
+        raise
+    except Exception as exc:  # onnxruntime's exceptions derive from Exception directly
+        raise OnnxPruneError(f"cannot load model {label}: {_first_line(exc)}") from exc
+    if execution_provider == _CUDA and session.get_providers()[0] != _CUDA:
+        raise OnnxPruneError(
+            f"onnxruntime could not initialise CUDA for {label} and fell back to "
+            f"{', '.join(session.get_providers())}; check the CUDA and cuDNN installation"
+        )
+    return session
+
+
+def _ort_model_arg(model: ModelSource) -> str | bytes:
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            raise OnnxPruneError(f"model file not found: {path}")
+        return path
+    if isinstance(model, onnx.ModelProto):
+        try:
+            return model.SerializeToString()
+        except ValueError as exc:
+            raise OnnxPruneError(
+                f"cannot serialize the in-memory model ({_first_line(exc)}); "
+                "save it with external data and pass its path"
+            ) from exc
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return bytes(model)
+    raise OnnxPruneError(
+        f"a model must be a path, bytes or onnx.ModelProto, got {type(model).__name__}"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class InputSpec(NamedTuple):
+    """One graph input: ``name``, numpy ``dtype``, and ``shape`` with ``None`` for dynamic dims."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | None, ...]
+
+
+def input_specs(session: onnxruntime.InferenceSession) -> list[InputSpec]:
+    """The session's graph inputs, in graph order. Symbolic dims (``"batch"``) become ``None``.
+
+    Raises :class:`OnnxPruneError` for inputs that are not numeric or bool tensors
+    (strings, sequences, maps, bfloat16).
+    """
+    specs = []
+    for arg in session.get_inputs():
+        dtype = _ORT_DTYPES.get(arg.type)
+        if dtype is None:
+            raise OnnxPruneError(f"model input '{arg.name}' has unsupported type {arg.type}")
+        shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in (arg.shape or ()))
+        specs.append(InputSpec(arg.name, dtype, shape))
+    return specs
+
+
+def _fmt_shape(shape: Sequence[int | None]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class Dataset:
+    """Model inputs with samples on axis 0, and optional integer class labels.
+
+    ``inputs`` maps each graph input name to an array ``[N, ...]``; ``labels`` is ``[N]`` int
+    or ``None``. Construction raises :class:`OnnxPruneError` if there are no inputs, an input
+    is a scalar, the sample counts differ, there are no samples, or the labels are not a 1-D
+    integer array of length ``N``.
+    """
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise OnnxPruneError("dataset has no input arrays")
+        counts = {}
+        for name, array in self.inputs.items():
+            if np.ndim(array) == 0:
+                raise OnnxPruneError(f"array '{name}' is a scalar; samples must be on axis 0")
+            counts[name] = np.shape(array)[0]
+        if len(set(counts.values())) > 1:
+            detail = ", ".join(f"'{k}' has {v}" for k, v in counts.items())
+            raise OnnxPruneError(f"inconsistent sample counts on axis 0: {detail}")
+        n = next(iter(counts.values()))
+        if n == 0:
+            raise OnnxPruneError("dataset has no samples (axis 0 has length 0)")
+        if self.labels is not None:
+            labels = np.asarray(self.labels)
+            if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+                raise OnnxPruneError(
+                    f"labels must be a 1-D integer array [N], got {labels.dtype} "
+                    f"with shape {list(labels.shape)}"
+                )
+            if len(labels) != n:
+                raise OnnxPruneError(f"labels has {len(labels)} entries but the inputs have {n} samples")
+            self.labels = labels
+
+    def __len__(self) -> int:
+        """Number of samples ``N``."""
+        return int(np.shape(next(iter(self.inputs.values())))[0])
+
+    def num_batches(self, batch_size: int) -> int:
+        """How many batches :meth:`batches` yields for ``batch_size``."""
+        return math.ceil(len(self) / _check_positive("batch_size", batch_size))
+
+    def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        """Yield ``{name: array[i:i+batch_size]}`` in order; the last batch may be smaller.
+
+        Raises :class:`OnnxPruneError` if ``batch_size`` is not a positive integer.
+        """
+        _check_positive("batch_size", batch_size)
+        for start in range(0, len(self), batch_size):
+            yield {name: array[start : start + batch_size] for name, array in self.inputs.items()}
+
+
+def _check_positive(what: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise OnnxPruneError(f"{what} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def load_data(path: str | os.PathLike, input_specs: Sequence[InputSpec]) -> Dataset:
+    """Read an ``.npz`` with one array ``[N, ...]`` per graph input and optional ``labels`` [N].
+
+    ``input_specs`` comes from :func:`input_specs`. Each array must have the input's rank and
+    its static dims on axes 1 and up (axis 0 holds the samples). Float arrays are cast to the
+    input's float dtype; integer arrays to its integer dtype if the values fit. Arrays that are
+    not graph inputs are ignored. If a graph input is itself named ``labels``, the file's
+    ``labels`` array is that input and the dataset has no labels.
+
+    Raises :class:`OnnxPruneError` for a missing file, a file that is not an ``.npz``, a missing
+    input array (listing what the file has), a rank, dim or dtype mismatch, inconsistent sample
+    counts, or labels that are not a 1-D integer array of length ``N``.
+    """
+    where = os.fspath(path)
+    if not os.path.exists(where):
+        raise OnnxPruneError(f"data file not found: {where}")
+    if os.path.isdir(where):
+        raise OnnxPruneError(f"{where} is a directory, expected an .npz file")
+    try:
+        loaded = np.load(where, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise OnnxPruneError(f"{where} is not a NumPy .npz file ({_first_line(exc)})") from exc
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise OnnxPruneError(
+            f"{where} holds a single array, not an .npz archive; "
+            "write it with numpy.savez(path, <input name>=array, ..., labels=labels)"
+        )
+    try:
+        with loaded:
+            arrays = {key: loaded[key] for key in loaded.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise OnnxPruneError(f"cannot read {where}: {_first_line(exc)}") from exc
+
+    inputs = {}
+    for spec in input_specs:
+        if spec.name not in arrays:
+            has = ", ".join(f"'{k}'" for k in arrays) or "nothing"
+            raise OnnxPruneError(f"{where} has no array for model input '{spec.name}' (file has: {has})")
+        array = arrays[spec.name]
+        if array.ndim != len(spec.shape):
+            raise OnnxPruneError(
+                f"{where}: array '{spec.name}' has rank {array.ndim} (shape {list(array.shape)}), "
+                f"model input expects rank {len(spec.shape)} {_fmt_shape(spec.shape)} "
+                "with samples on axis 0"
+            )
+        for axis in range(1, array.ndim):
+            expected = spec.shape[axis]
+            if expected is not None and array.shape[axis] != expected:
+                raise OnnxPruneError(
+                    f"{where}: array '{spec.name}' has {array.shape[axis]} on axis {axis}, "
+                    f"model input expects {expected} (shape {_fmt_shape(spec.shape)})"
+                )
+        inputs[spec.name] = _coerce_dtype(array, spec, where)
+
+    names = {spec.name for spec in input_specs}
+    labels = arrays.get(LABELS_KEY) if LABELS_KEY not in names else None
+    try:
+        return Dataset(inputs, labels)
+    except OnnxPruneError as exc:
+        raise OnnxPruneError(f"{where}: {exc}") from exc
+
+
+def _coerce_dtype(array: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
+    source, target = array.dtype, spec.dtype
+    if source == target:
+        return array
+    if np.issubdtype(source, np.floating) and np.issubdtype(target, np.floating):
+        return array.astype(target)
+    if np.issubdtype(source, np.integer) and np.issubdtype(target, np.integer):
+        info = np.iinfo(target)
+        if array.size == 0 or (array.min() >= info.min and array.max() <= info.max):
+            return array.astype(target)
+        raise OnnxPruneError(
+            f"{where}: array '{spec.name}' has values outside the range of {target}"
+        )
+    raise OnnxPruneError(
+        f"{where}: array '{spec.name}' has dtype {source}, model input expects {target}"
+    )
+
+
+def parse_input_shapes(specs: Iterable[str]) -> dict[str, tuple[int, ...]]:
+    """Parse ``--input-shape`` values like ``"input:1x3x224x224"`` into ``{name: dims}``.
+
+    The name is everything before the last ``:``, so TensorFlow-style names such as
+    ``"input:0:1x3x224x224"`` work. Dims are positive integers joined by ``x``. A single string
+    is accepted as a one-element list.
+
+    Raises :class:`OnnxPruneError` for a malformed string, a dim that is not a positive
+    integer, or a name given twice.
+    """
+    if isinstance(specs, str):
+        specs = [specs]
+    shapes: dict[str, tuple[int, ...]] = {}
+    for text in specs:
+        name, sep, dims_text = str(text).strip().rpartition(":")
+        dims_parts = dims_text.split("x")
+        if not sep or not name or not all(p.strip().isdigit() for p in dims_parts):
+            raise OnnxPruneError(
+                f"bad --input-shape {text!r}: expected NAME:DIMS such as input:1x3x224x224"
+            )
+        dims = tuple(int(p) for p in dims_parts)
+        if any(d == 0 for d in dims):
+            raise OnnxPruneError(f"bad --input-shape {text!r}: dims must be positive")
+        if name in shapes:
+            raise OnnxPruneError(f"--input-shape given twice for '{name}'")
+        shapes[name] = dims
+    return shapes
+
+
+def random_data(
+    input_specs: Sequence[InputSpec],
+    n: int,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """Seeded random inputs: ``n`` samples per graph input, stacked on axis 0.
+
+    Float inputs are standard-normal (drawn in float32, then cast); integer and bool inputs
+    are zeros. Inputs are drawn in graph order from one ``numpy.random.default_rng(seed)``.
+
+    Each input's per-run shape is ``shapes[name]`` if given (full shape including the batch
+    axis, checked against the model's rank and static dims), else the model's shape with a
+    dynamic batch axis taken as 1. Axis 0 of the result always has length ``n``.
+
+    Raises :class:`OnnxPruneError` if ``n < 1``, ``shapes`` names an unknown input or
+    disagrees with the model, an input is a scalar, or an input has dynamic dims beyond
+    axis 0 that ``shapes`` does not give (the message shows the ``--input-shape`` to pass).
+    """
+    _check_positive("number of samples", n)
+    shapes = dict(shapes or {})
+    known = [spec.name for spec in input_specs]
+    unknown = [name for name in shapes if name not in known]
+    if unknown:
+        raise OnnxPruneError(
+            f"--input-shape given for unknown input(s) {', '.join(map(repr, unknown))} "
+            f"(model inputs: {', '.join(map(repr, known))})"
+        )
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for spec in input_specs:
+        dims = _resolve_dims(spec, shapes.get(spec.name))
+        full = (n, *dims[1:])
+        if np.issubdtype(spec.dtype, np.floating):
+            inputs[spec.name] = rng.standard_normal(full, dtype=np.float32).astype(spec.dtype)
+        else:
+            inputs[spec.name] = np.zeros(full, dtype=spec.dtype)
+    return Dataset(inputs)
+
+
+def _resolve_dims(spec: InputSpec, given: tuple[int, ...] | None) -> tuple[int, ...]:
+    if not spec.shape:
+        raise OnnxPruneError(f"model input '{spec.name}' is a scalar; it has no batch axis")
+    if given is not None:
+        if len(given) != len(spec.shape):
+            raise OnnxPruneError(
+                f"--input-shape for '{spec.name}' has rank {len(given)}, "
+                f"model input is {_fmt_shape(spec.shape)} (rank {len(spec.shape)})"
+            )
+        for axis, (got, expected) in enumerate(zip(given, spec.shape)):
+            if expected is not None and got != expected:
+                raise OnnxPruneError(
+                    f"--input-shape for '{spec.name}' has {got} on axis {axis}, "
+                    f"model input is fixed to {expected} there {_fmt_shape(spec.shape)}"
+                )
+        return tuple(given)
+    dynamic = [axis for axis in range(1, len(spec.shape)) if spec.shape[axis] is None]
+    if dynamic:
+        example = "x".join(
+            "1" if axis == 0 and d is None else (f"<d{axis}>" if d is None else str(d))
+            for axis, d in enumerate(spec.shape)
+        )
+        raise OnnxPruneError(
+            f"model input '{spec.name}' {_fmt_shape(spec.shape)} has dynamic dims on axes "
+            f"{', '.join(map(str, dynamic))}; pass --input-shape {spec.name}:{example}"
+        )
+    return tuple(1 if d is None else d for d in spec.shape)
+
+
+def check_shapes_batch(shapes: dict[str, tuple[int, ...]] | None, batch: int) -> None:
+    """Check that axis 0 of every ``--input-shape`` equals the batch size ``batch``.
+
+    Raises :class:`OnnxPruneError` on the first shape whose batch axis differs.
+    """
+    for name, dims in (shapes or {}).items():
+        if dims and dims[0] != batch:
+            raise OnnxPruneError(
+                f"--input-shape {name}:{'x'.join(map(str, dims))} has batch {dims[0]} "
+                f"on axis 0 but the batch size is {batch}"
+            )
+
+
+# --------------------------------------------------------------------------- running
+
+_T = TypeVar("_T")
+
+
+def progress_bar(items: Iterable[_T], total: int, description: str, enabled: bool) -> Iterable[_T]:
+    """Wrap ``items`` in a transient rich progress bar on stderr when ``enabled``."""
+    if not enabled:
+        return items
+    from rich.console import Console
+    from rich.progress import track
+
+    return track(
+        items, description=description, total=total, console=Console(stderr=True), transient=True
+    )
+
+
+def run_model(
+    session: onnxruntime.InferenceSession,
+    data: Dataset,
+    batch_size: int = 1,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """Run every sample of ``data`` through ``session`` and return ``{output name: array}``.
+
+    Batches of ``batch_size`` samples are fed in order and each output's batches are
+    concatenated on axis 0 (scalar outputs are stacked, one entry per batch). Only the
+    session's inputs are fed; other arrays in ``data`` are ignored. ``progress`` shows a
+    progress bar on stderr.
+
+    Raises :class:`OnnxPruneError` if ``data`` lacks a model input, a model input has a fixed
+    batch size that ``batch_size`` or the sample count does not fit, or onnxruntime fails
+    (with its first message line).
+    """
+    _check_positive("batch_size", batch_size)
+    specs = input_specs(session)
+    missing = [spec.name for spec in specs if spec.name not in data.inputs]
+    if missing:
+        raise OnnxPruneError(
+            f"data has no array for model input(s) {', '.join(map(repr, missing))} "
+            f"(data has: {', '.join(map(repr, data.inputs))})"
+        )
+    for spec in specs:
+        fixed = spec.shape[0] if spec.shape else None
+        if fixed is not None and (batch_size != fixed or len(data) % fixed):
+            raise OnnxPruneError(
+                f"model input '{spec.name}' has a fixed batch size of {fixed}; use batch size "
+                f"{fixed} with a sample count divisible by it (got batch size {batch_size}, "
+                f"{len(data)} samples)"
+            )
+    output_names = [out.name for out in session.get_outputs()]
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in output_names}
+    batches = progress_bar(data.batches(batch_size), data.num_batches(batch_size), "running", progress)
+    for batch in batches:
+        feed = {spec.name: batch[spec.name] for spec in specs}
+        try:
+            results = session.run(output_names, feed)
+        except Exception as exc:
+            raise OnnxPruneError(f"onnxruntime failed to run the model: {_first_line(exc)}") from exc
+        for name, result in zip(output_names, results):
+            chunks[name].append(np.asarray(result))
+    return {name: _join(parts) for name, parts in chunks.items()}
+
+
+def _join(parts: list[np.ndarray]) -> np.ndarray:
+    if any(part.ndim == 0 for part in parts):
+        return np.stack(parts)
+    return np.concatenate(parts, axis=0)
+
+
+# --------------------------------------------------------------------------- comparing
+
+
+def _json_float(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+@dataclass
+class OutputComparison:
+    """How one output of a candidate (pruned) model differs from the reference (original).
+
+    * ``shape``: the output's full shape, samples on axis 0.
+    * ``max_abs_error`` / ``mean_abs_error``: over all elements, computed in float64. Elements
+      that are equal (including the same inf, or NaN in both) count as 0.
+    * ``cosine_similarity`` / ``cosine_similarity_min``: cosine between the flattened
+      reference and candidate of each sample, then the mean / the minimum over samples.
+      Two all-zero samples count as 1, one all-zero sample as 0.
+    * ``top1_agreement``: fraction of samples whose argmax on axis 1 agrees, in [0, 1].
+      Only for classifier-shaped outputs (2-D ``[N, K]`` with ``K > 1``), else ``None``.
+    * ``accuracy_original`` / ``accuracy_pruned``: fraction of argmax predictions equal to the
+      labels. ``None`` unless labels were given, the output is classifier-shaped, and every
+      label is a valid class index in ``[0, K)``.
+
+    :meth:`to_dict` gives NaN and inf as ``None`` so the result is strict JSON.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    max_abs_error: float
+    mean_abs_error: float
+    cosine_similarity: float
+    cosine_similarity_min: float
+    top1_agreement: float | None = None
+    accuracy_original: float | None = None
+    accuracy_pruned: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of all fields."""
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "max_abs_error": _json_float(self.max_abs_error),
+            "mean_abs_error": _json_float(self.mean_abs_error),
+            "cosine_similarity": _json_float(self.cosine_similarity),
+            "cosine_similarity_min": _json_float(self.cosine_similarity_min),
+            "top1_agreement": _json_float(self.top1_agreement),
+            "accuracy_original": _json_float(self.accuracy_original),
+            "accuracy_pruned": _json_float(self.accuracy_pruned),
+        }
+
+
+def compare_outputs(
+    reference: dict[str, np.ndarray],
+    candidate: dict[str, np.ndarray],
+    labels: np.ndarray | None = None,
+) -> list[OutputComparison]:
+    """Compare each output of ``candidate`` with ``reference``; see :class:`OutputComparison`.
+
+    Both map output names to arrays with samples on axis 0; ``labels`` is ``[N]`` int or
+    ``None``. Results follow ``reference``'s order.
+
+    Raises :class:`OnnxPruneError` if the output names differ, an output's shapes differ, or
+    the labels are not 1-D integers with one entry per sample of a classifier-shaped output.
+    """
+    only_ref = [name for name in reference if name not in candidate]
+    only_cand = [name for name in candidate if name not in reference]
+    if only_ref or only_cand:
+        raise OnnxPruneError(
+            "the models have different outputs: only in original: "
+            f"{', '.join(map(repr, only_ref)) or '-'}; only in pruned: "
+            f"{', '.join(map(repr, only_cand)) or '-'}"
+        )
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise OnnxPruneError(f"labels must be a 1-D integer array [N], got shape {list(labels.shape)}")
+    return [_compare_one(name, reference[name], candidate[name], labels) for name in reference]
+
+
+def _compare_one(
+    name: str, ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None
+) -> OutputComparison:
+    ref, cand = np.asarray(ref), np.asarray(cand)
+    if ref.shape != cand.shape:
+        raise OnnxPruneError(
+            f"output '{name}' has shape {list(ref.shape)} in the original "
+            f"but {list(cand.shape)} in the pruned model"
+        )
+    a = ref.astype(np.float64)
+    b = cand.astype(np.float64)
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    with np.errstate(invalid="ignore"):
+        diff = np.where(same, 0.0, np.abs(a - b))
+    max_err = float(diff.max()) if diff.size else 0.0
+    mean_err = float(diff.mean()) if diff.size else 0.0
+
+    rows = 1 if a.ndim == 0 else a.shape[0]
+    a2, b2 = a.reshape(rows, -1), b.reshape(rows, -1)
+    if rows == 0:
+        cos_mean = cos_min = 1.0
+    else:
+        with np.errstate(invalid="ignore", over="ignore"):
+            dot = np.einsum("ij,ij->i", a2, b2)
+            norms = np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1)
+            both_zero = (np.linalg.norm(a2, axis=1) == 0) & (np.linalg.norm(b2, axis=1) == 0)
+            cos = np.where(norms > 0, dot / np.where(norms > 0, norms, 1.0), np.where(both_zero, 1.0, 0.0))
+        cos = np.clip(cos, -1.0, 1.0)
+        cos_mean, cos_min = float(cos.mean()), float(cos.min())
+
+    top1 = acc_ref = acc_cand = None
+    if ref.ndim == 2 and ref.shape[1] > 1:
+        pred_ref, pred_cand = ref.argmax(axis=1), cand.argmax(axis=1)
+        top1 = float(np.mean(pred_ref == pred_cand)) if rows else None
+        if labels is not None:
+            if len(labels) != rows:
+                raise OnnxPruneError(
+                    f"labels has {len(labels)} entries but output '{name}' has {rows} samples"
+                )
+            if rows and labels.min() >= 0 and labels.max() < ref.shape[1]:
+                acc_ref = float(np.mean(pred_ref == labels))
+                acc_cand = float(np.mean(pred_cand == labels))
+    return OutputComparison(
+        name=name,
+        shape=tuple(int(d) for d in ref.shape),
+        max_abs_error=max_err,
+        mean_abs_error=mean_err,
+        cosine_similarity=cos_mean,
+        cosine_similarity_min=cos_min,
+        top1_agreement=top1,
+        accuracy_original=acc_ref,
+        accuracy_pruned=acc_cand,
+    )
+
+
+# --------------------------------------------------------------------------- verify
+
+
+@dataclass
+class VerifyReport:
+    """The result of :func:`verify`: which models, which data, and one comparison per output.
+
+    ``data_source`` is ``"npz:<path>"`` or ``"random(seed=<seed>)"``.
+    """
+
+    original: str
+    pruned: str
+    n_samples: int
+    data_source: str
+    provider: str
+    batch_size: int
+    outputs: list[OutputComparison]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict; ``outputs`` is a list of :meth:`OutputComparison.to_dict`."""
+        return {
+            "original": self.original,
+            "pruned": self.pruned,
+            "n_samples": self.n_samples,
+            "data_source": self.data_source,
+            "provider": self.provider,
+            "batch_size": self.batch_size,
+            "outputs": [out.to_dict() for out in self.outputs],
+        }
+
+
+def verify(
+    original: ModelSource,
+    pruned: ModelSource,
+    data_path: str | os.PathLike | None = None,
+    n_random: int = 8,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+    seed: int = 0,
+    batch_size: int = 1,
+    provider: str = "cpu",
+    progress: bool = False,
+) -> VerifyReport:
+    """Run ``original`` and ``pruned`` on the same data and compare their outputs.
+
+    The data is the ``.npz`` at ``data_path`` (see :func:`load_data`; its ``labels`` give
+    accuracies), or else ``n_random`` samples from :func:`random_data` with ``shapes`` and
+    ``seed``. Both models see identical inputs, ``batch_size`` samples per run.
+
+    Raises :class:`OnnxPruneError` if the models' inputs differ (names, dtypes or shapes) or
+    their output names differ, if ``shapes`` is given together with ``data_path``, if a shape's
+    batch axis differs from ``batch_size``, and for every error of the functions used.
+    """
+    _check_positive("batch_size", batch_size)
+    ref_session = make_session(original, provider)
+    cand_session = make_session(pruned, provider)
+    ref_specs = input_specs(ref_session)
+    _check_same_interface(ref_specs, input_specs(cand_session), ref_session, cand_session)
+    if data_path is not None:
+        if shapes:
+            raise OnnxPruneError("--input-shape only applies to random data, not together with --data")
+        data = load_data(data_path, ref_specs)
+        source = f"npz:{os.fspath(data_path)}"
+    else:
+        check_shapes_batch(shapes, batch_size)
+        data = random_data(ref_specs, n_random, shapes, seed)
+        source = f"random(seed={seed})"
+    ref_out = run_model(ref_session, data, batch_size, progress)
+    cand_out = run_model(cand_session, data, batch_size, progress)
+    return VerifyReport(
+        original=source_label(original),
+        pruned=source_label(pruned),
+        n_samples=len(data),
+        data_source=source,
+        provider=provider,
+        batch_size=batch_size,
+        outputs=compare_outputs(ref_out, cand_out, data.labels),
+    )
+
+
+def _check_same_interface(
+    ref: list[InputSpec],
+    cand: list[InputSpec],
+    ref_session: onnxruntime.InferenceSession,
+    cand_session: onnxruntime.InferenceSession,
+) -> None:
+    ref_names, cand_names = [s.name for s in ref], [s.name for s in cand]
+    if set(ref_names) != set(cand_names):
+        raise OnnxPruneError(
+            f"the models have different inputs: original has {', '.join(map(repr, ref_names))}; "
+            f"pruned has {', '.join(map(repr, cand_names))}"
+        )
+    by_name = {s.name: s for s in cand}
+    for r in ref:
+        c = by_name[r.name]
+        if r.dtype != c.dtype:
+            raise OnnxPruneError(
+                f"input '{r.name}' is {r.dtype} in the original but {c.dtype} in the pruned model"
+            )
+        static_conflict = any(x is not None and y is not None and x != y for x, y in zip(r.shape, c.shape))
+        if len(r.shape) != len(c.shape) or static_conflict:
+            raise OnnxPruneError(
+                f"input '{r.name}' has shape {_fmt_shape(r.shape)} in the original "
+                f"but {_fmt_shape(c.shape)} in the pruned model"
+            )
+    ref_outs = [o.name for o in ref_session.get_outputs()]
+    cand_outs = [o.name for o in cand_session.get_outputs()]
+    if set(ref_outs) != set(cand_outs):
+        raise OnnxPruneError(
+            f"the models have different outputs: original has {', '.join(map(repr, ref_outs))}; "
+            f"pruned has {', '.join(map(repr, cand_outs))}"
+        )

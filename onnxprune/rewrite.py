@@ -1,0 +1,155 @@
+"""Apply a set of removed channel units to the model: slice weights, fix attributes and shapes.
+
+The rewrite edits a copy of the normalized ``ModelProto`` (node ``i`` there is node ``i`` of the
+analysis' graph-surgeon view). Every parameter slot is sliced generically; rules fix what slots
+cannot (``group`` attributes, Reshape targets, Split sizes, Slice bounds). Initializers that lose
+no channel are left untouched, byte for byte. Afterwards stale ``value_info`` is dropped and
+shapes are inferred again; graph inputs and outputs, opset, IR version, dynamic dims and metadata
+are those of the input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import numpy_helper
+
+from .errors import OnnxPruneError
+from .groups import Analysis
+
+
+class Rewriter:
+    """The view rules get during the rewrite: kept channel counts and edit operations."""
+
+    def __init__(self, analysis: Analysis, alive_ids: np.ndarray) -> None:
+        self.analysis = analysis
+        self.alive_ids = alive_ids
+        self.opset = _opset(analysis.model)
+        self.model = onnx.ModelProto()
+        self.model.CopyFrom(analysis.model)
+        self.node_index = {id(n): i for i, n in enumerate(analysis.graph.nodes)}
+        self._inits = {t.name: k for k, t in enumerate(self.model.graph.initializer)}
+        self._users: dict[str, int] = {}
+        for node in self.model.graph.node:
+            for name in node.input:
+                self._users[name] = self._users.get(name, 0) + 1
+        for out in self.model.graph.output:
+            self._users[out.name] = self._users.get(out.name, 0) + 1
+        self._names = set(self._inits) | {o for n in self.model.graph.node for o in n.output}
+
+    # ---- the Tracer-like read interface rules share with tracing ----
+    input = staticmethod(lambda node, i: node.inputs[i] if i < len(node.inputs) and node.inputs[i].name else None)
+
+    @staticmethod
+    def const(tensor):
+        return tensor.values if isinstance(tensor, gs.Constant) else None
+
+    def axis_of(self, tensor):
+        return None if tensor is None else self.analysis.axes.get(tensor.name)
+
+    def shape(self, tensor):
+        return self.analysis.shapes.get(tensor.name)
+
+    def alive(self, ids: np.ndarray) -> np.ndarray:
+        return self.alive_ids[ids]
+
+    def channels(self, tensor) -> int:
+        return len(self.analysis.axes[tensor.name].ids)
+
+    def kept(self, tensor) -> int:
+        return int(self.alive_ids[self.analysis.axes[tensor.name].ids].sum())
+
+    # ---- edits ----
+    def _proto(self, node: gs.Node) -> onnx.NodeProto:
+        return self.model.graph.node[self.node_index[id(node)]]
+
+    def set_attr(self, node: gs.Node, name: str, value) -> None:
+        proto = self._proto(node)
+        self.drop_attr(node, name)
+        proto.attribute.append(onnx.helper.make_attribute(name, value))
+
+    def drop_attr(self, node: gs.Node, name: str) -> None:
+        proto = self._proto(node)
+        keep = [a for a in proto.attribute if a.name != name]
+        del proto.attribute[:]
+        proto.attribute.extend(keep)
+
+    def set_const_input(self, node: gs.Node, index: int, values: np.ndarray) -> None:
+        """Make input ``index`` of ``node`` the constant ``values``.
+
+        Replaces the initializer in place when this node is its only reader; otherwise adds a
+        new, uniquely named initializer for this node alone.
+        """
+        proto = self._proto(node)
+        while len(proto.input) <= index:
+            proto.input.append("")
+        name = proto.input[index]
+        if name and name in self._inits and self._users.get(name, 0) == 1:
+            self.model.graph.initializer[self._inits[name]].CopyFrom(numpy_helper.from_array(values, name))
+            return
+        base = name or f"{proto.name}_input{index}"
+        new = f"{base}__pruned"
+        k = 1
+        while new in self._names:
+            new, k = f"{base}__pruned{k}", k + 1
+        self._names.add(new)
+        self._inits[new] = len(self.model.graph.initializer)
+        self.model.graph.initializer.append(numpy_helper.from_array(values, new))
+        self._users[new] = 1
+        if name:
+            self._users[name] -= 1
+        proto.input[index] = new
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    from .graph import opset_of
+
+    return opset_of(model)
+
+
+def apply_removal(analysis: Analysis, removed_units: np.ndarray) -> onnx.ModelProto:
+    """Return a pruned copy of ``analysis.model`` with the channel units ``removed_units`` gone.
+
+    ``removed_units`` are union-find roots (see :class:`~onnxprune.groups.ChannelGroup`), all in
+    prunable groups. The result has shapes re-inferred but is not yet checked; see
+    :func:`onnxprune.prune.prune_model` for the checked end-to-end path.
+    """
+    from .rules import rule_for
+
+    frozen = [int(u) for u in removed_units if int(u) in analysis.frozen_units]
+    if frozen:
+        raise OnnxPruneError(f"internal error: asked to remove frozen channels ({len(frozen)} units)")
+    alive = analysis.alive_ids(np.asarray(removed_units, dtype=np.int64))
+    rw = Rewriter(analysis, alive)
+    _slice_slots(analysis, rw)
+    for node in analysis.graph.nodes:
+        rule = rule_for(node)
+        if rule is not None:
+            rule.rewrite(node, rw)
+    model = rw.model
+    del model.graph.value_info[:]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception as exc:
+        raise OnnxPruneError(f"shape inference failed on the pruned model: {str(exc).splitlines()[0]}") from None
+    model.graph.value_info.extend(inferred.graph.value_info)
+    return model
+
+
+def _slice_slots(analysis: Analysis, rw: Rewriter) -> None:
+    by_input: dict[tuple[int, int], list] = {}
+    for slot in analysis.slots:
+        by_input.setdefault((slot.node_index, slot.input_index), []).append(slot)
+    for (node_index, input_index), slots in by_input.items():
+        node = analysis.graph.nodes[node_index]
+        values = node.inputs[input_index].values
+        masks: dict[int, np.ndarray] = {}
+        for slot in slots:
+            mask = rw.alive(slot.ids)
+            masks[slot.axis] = mask if slot.axis not in masks else masks[slot.axis] & mask
+        if all(m.all() for m in masks.values()):
+            continue
+        for axis, mask in sorted(masks.items()):
+            values = np.compress(mask, values, axis=axis)
+        rw.set_const_input(node, input_index, np.ascontiguousarray(values))

@@ -1,0 +1,336 @@
+"""Ops that move channel indices: Concat, Split, Slice, Flatten, Reshape, Transpose, (Un)Squeeze.
+
+Index maps:
+
+* **Concat** on the channel axis concatenates the inputs' ids (an offset map); untraced inputs
+  (graph inputs, constants) get a frozen space of their own. On another axis it couples the
+  inputs' channels, like a residual Add.
+* **Split** and **Slice** (step 1) on the channel axis take contiguous runs of ids; the rewrite
+  recomputes split sizes and slice bounds from the kept channels.
+* **Flatten** and **Reshape** that merge the channel axis with neighbouring dims expand each id
+  over the columns it becomes (``np.repeat``/``np.tile``), so a following Gemm/MatMul slices
+  exactly those columns. Reshapes that split the channel axis, or merge it into the batch, freeze.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Rule, int_list, norm_axis, numel, register
+
+
+@register("Concat")
+class ConcatRule(Rule):
+    def trace(self, node, t) -> None:
+        inputs = [x for x in node.inputs if x.name]
+        traced = [t.axis_of(x) for x in inputs]
+        if not any(ax is not None for ax in traced):
+            return
+        shape = t.shape(node.outputs[0]) or next((t.shape(x) for x in inputs if t.shape(x)), None)
+        if shape is None:
+            t.block(node, "Concat with unknown rank")
+            return
+        axis = norm_axis(int(node.attrs["axis"]), len(shape))
+        channel_axes = {ax.axis for ax in traced if ax is not None}
+        if len(channel_axes) != 1:
+            t.block(node, "Concat inputs have channels on different axes")
+            return
+        c = channel_axes.pop()
+        if axis != c:
+            self._couple(node, t, inputs, traced, c)
+            return
+        runs = []
+        for x, ax in zip(inputs, traced):
+            if ax is not None:
+                runs.append(ax.ids)
+                continue
+            size = (t.shape(x) or [None] * (c + 1))[c]
+            if size is None:
+                t.block(node, "Concat of a tensor with unknown channel count")
+                return
+            runs.append(t.uf.make(int(size)))
+            t.spaces.append(_untraced_space(node, x, runs[-1]))
+            t.freeze(runs[-1], f"concatenated with untraced tensor {x.name!r} (node {node.name})")
+        t.set_axis(node, node.outputs[0], c, np.concatenate(runs))
+
+    @staticmethod
+    def _couple(node, t, inputs, traced, c) -> None:
+        first = next(ax for ax in traced if ax is not None)
+        for x, ax in zip(inputs, traced):
+            if ax is None:
+                t.freeze(first.ids, f"concatenated with untraced tensor {x.name!r} (node {node.name})")
+            elif len(ax.ids) != len(first.ids):
+                t.block(node, "Concat inputs with different channel counts")
+                return
+            else:
+                t.union(first.ids, ax.ids)
+        t.set_axis(node, node.outputs[0], c, first.ids)
+
+
+def _untraced_space(node, tensor, ids):
+    from ..groups import Space
+
+    return Space(node.name, tensor.name, ids, f"untraced input {tensor.name!r}")
+
+
+def _split_sizes(node, t, dim: int) -> list[int] | None:
+    """Split sizes from the ``split`` input (opset 13+), the attribute, or an equal split."""
+    if t.input(node, 1) is not None:
+        values = t.const(node.inputs[1])
+        return None if values is None else int_list(values)
+    if "split" in node.attrs:
+        return [int(s) for s in node.attrs["split"]]
+    n = int(node.attrs.get("num_outputs", len(node.outputs)))
+    chunk = -(-dim // n)
+    return [min(chunk, dim - k * chunk) for k in range(n)]
+
+
+@register("Split")
+class SplitRule(Rule):
+    def trace(self, node, t) -> None:
+        x = t.input(node, 0)
+        xa, shape = t.axis_of(x), t.shape(x)
+        if xa is None:
+            return
+        if shape is None:
+            t.block(node, "Split with unknown input rank")
+            return
+        axis = norm_axis(int(node.attrs.get("axis", 0)), len(shape))
+        if axis != xa.axis:
+            for k in range(len(node.outputs)):
+                t.passthrough(node, 0, k)
+            return
+        sizes = _split_sizes(node, t, len(xa.ids))
+        if sizes is None or sum(sizes) != len(xa.ids) or len(sizes) != len(node.outputs):
+            t.block(node, "Split with computed or inconsistent sizes")
+            return
+        offsets = np.cumsum([0] + sizes)
+        for k, out in enumerate(node.outputs):
+            t.set_axis(node, out, axis, xa.ids[offsets[k]:offsets[k + 1]])
+
+    def rewrite(self, node, rw) -> None:
+        x = node.inputs[0]
+        ax = rw.axis_of(x)
+        if ax is None or rw.kept(x) == rw.channels(x):
+            return
+        out_axes = [rw.axis_of(o) for o in node.outputs]
+        if any(a is None or a.axis != ax.axis for a in out_axes):
+            return  # split along another axis: nothing to change
+        sizes = np.array([rw.kept(o) for o in node.outputs], dtype=np.int64)
+        if len(node.inputs) > 1 and node.inputs[1].name:
+            rw.set_const_input(node, 1, sizes)
+        elif rw.opset >= 13:
+            rw.drop_attr(node, "num_outputs")
+            rw.set_const_input(node, 1, sizes)
+        else:
+            rw.set_attr(node, "split", [int(s) for s in sizes])
+
+
+def _slice_params(node, t, rank: int):
+    """(starts, ends, axes, steps) as int lists, or None when any is computed."""
+    if t.opset < 10:
+        starts, ends = node.attrs.get("starts"), node.attrs.get("ends")
+        axes = node.attrs.get("axes", list(range(len(starts))))
+        return list(starts), list(ends), [norm_axis(a, rank) for a in axes], [1] * len(starts)
+    values = []
+    for i in (1, 2, 3, 4):
+        tensor = t.input(node, i)
+        if tensor is None:
+            values.append(None)
+        elif t.const(tensor) is None:
+            return None
+        else:
+            values.append(int_list(t.const(tensor)))
+    starts, ends, axes, steps = values
+    axes = list(range(len(starts))) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    return starts, ends, [norm_axis(a, rank) for a in axes], steps
+
+
+@register("Slice")
+class SliceRule(Rule):
+    def trace(self, node, t) -> None:
+        x = t.input(node, 0)
+        xa, shape = t.axis_of(x), t.shape(x)
+        if xa is None:
+            return
+        params = None if shape is None else _slice_params(node, t, len(shape))
+        if params is None:
+            t.block(node, "Slice with computed bounds or unknown rank")
+            return
+        starts, ends, axes, steps = params
+        if xa.axis not in axes:
+            t.passthrough(node)
+            return
+        k = axes.index(xa.axis)
+        if steps[k] != 1:
+            t.block(node, "Slice with a step on the channel axis")
+            return
+        ids = xa.ids[slice(starts[k], ends[k])]
+        if len(ids) == 0:
+            t.block(node, "Slice selects no channel")
+            return
+        t.set_axis(node, node.outputs[0], xa.axis, ids)
+
+    def rewrite(self, node, rw) -> None:
+        x = node.inputs[0]
+        xa = rw.axis_of(x)
+        if xa is None or rw.kept(x) == rw.channels(x):
+            return
+        starts, ends, axes, _ = _slice_params(node, rw, len(rw.shape(x)))
+        if xa.axis not in axes:
+            return
+        k = axes.index(xa.axis)
+        span = range(len(xa.ids))[slice(starts[k], ends[k])]
+        new_start = int(rw.alive(xa.ids[: span.start]).sum())
+        new_end = new_start + rw.kept(node.outputs[0])
+        starts[k], ends[k] = new_start, new_end
+        if rw.opset < 10:
+            rw.set_attr(node, "starts", starts)
+            rw.set_attr(node, "ends", ends)
+        else:
+            dtype = node.inputs[1].values.dtype
+            rw.set_const_input(node, 1, np.array(starts, dtype=dtype))
+            rw.set_const_input(node, 2, np.array(ends, dtype=dtype))
+
+
+def merged_ids(ids: np.ndarray, in_shape, c: int, j: int, k: int) -> np.ndarray:
+    """Ids along one output axis made of input dims ``[j, k)`` (row-major), channel axis ``c``."""
+    inner = int(np.prod(in_shape[c + 1:k], dtype=np.int64))
+    outer = int(np.prod(in_shape[j:c], dtype=np.int64))
+    return np.tile(np.repeat(ids, inner), outer)
+
+
+def _find_merge(in_shape, out_shape, c: int):
+    """The (j, k) such that input dims ``[j, k)`` (containing ``c``) become output dim ``j``.
+
+    Requires equal leading dims ``[0, j)`` and the same product after; None when the reshape
+    splits the channel axis instead.
+    """
+    for j in range(c, 0, -1):
+        if tuple(out_shape[:j]) != tuple(in_shape[:j]) or len(out_shape) <= j:
+            continue
+        for k in range(c + 1, len(in_shape) + 1):
+            if out_shape[j] == numel(in_shape[j:k]) and numel(out_shape[j + 1:]) == numel(in_shape[k:]):
+                return j, k
+    return None
+
+
+class _MergeRule(Rule):
+    """Shared by Flatten and Reshape: both map the channel axis to one merged output axis."""
+
+    def merge(self, node, t):
+        x = t.input(node, 0)
+        xa, in_shape, out_shape = t.axis_of(x), t.shape(x), t.shape(node.outputs[0])
+        if xa is None:
+            return None
+        if numel(in_shape) is None or numel(out_shape) is None:
+            t.block(node, f"{node.op} with unknown shapes")
+            return None
+        found = _find_merge(in_shape, out_shape, xa.axis)
+        if found is None:
+            t.block(node, f"{node.op} splits the channel axis or merges it into the batch axis")
+            return None
+        j, k = found
+        t.set_axis(node, node.outputs[0], j, merged_ids(xa.ids, in_shape, xa.axis, j, k))
+        return j
+
+
+@register("Flatten")
+class FlattenRule(_MergeRule):
+    def trace(self, node, t) -> None:
+        self.merge(node, t)
+
+
+@register("Reshape")
+class ReshapeRule(_MergeRule):
+    """The target is rewritten at the merged axis: a constant target keeps its other entries;
+    a computed target (e.g. Paddle's ``Concat(Shape(x)[0:1], [C])``) is replaced by
+    ``[0, ..., 0, kept, -1?]``, which keeps the batch and trailing dims dynamic."""
+
+    def trace(self, node, t) -> None:
+        j = self.merge(node, t)
+        if j is None:
+            return
+        out_rank = len(t.shape(node.outputs[0]))
+        if t.const(node.inputs[1]) is None and out_rank - j - 1 > 1:
+            t.block(node, "Reshape with a computed target and several trailing dims")
+
+    def rewrite(self, node, rw) -> None:
+        out = node.outputs[0]
+        oa = rw.axis_of(out)
+        if oa is None or rw.kept(out) == rw.channels(out):
+            return
+        j, kept = oa.axis, rw.kept(out)
+        target = node.inputs[1]
+        if hasattr(target, "values"):
+            values = np.array(target.values, copy=True)
+            if values[j] in (0, -1):
+                return
+            values[j] = kept
+        else:
+            rank = len(rw.shape(out))
+            values = np.array([0] * j + [kept] + [-1] * (rank - j - 1), dtype=np.int64)
+        rw.set_const_input(node, 1, values)
+
+
+@register("Transpose")
+class TransposeRule(Rule):
+    def trace(self, node, t) -> None:
+        x = t.input(node, 0)
+        xa, shape = t.axis_of(x), t.shape(x)
+        if xa is None:
+            return
+        if shape is None:
+            t.block(node, "Transpose with unknown rank")
+            return
+        perm = list(node.attrs.get("perm", list(range(len(shape)))[::-1]))
+        t.set_axis(node, node.outputs[0], perm.index(xa.axis), xa.ids)
+
+
+def _raw_axes(node, t) -> list[int] | None:
+    """The ``axes`` input (opset 13+) or attribute, un-normalized; None when absent or computed."""
+    if t.input(node, 1) is not None:
+        values = t.const(node.inputs[1])
+        return None if values is None else int_list(values)
+    axes = node.attrs.get("axes")
+    return None if axes is None else [int(a) for a in axes]
+
+
+@register("Squeeze")
+class SqueezeRule(Rule):
+    def trace(self, node, t) -> None:
+        x = t.input(node, 0)
+        xa, shape = t.axis_of(x), t.shape(x)
+        if xa is None:
+            return
+        if shape is None:
+            t.block(node, "Squeeze with unknown rank")
+            return
+        axes = _raw_axes(node, t)
+        axes = None if axes is None else [norm_axis(a, len(shape)) for a in axes]
+        if axes is None:
+            if any(d is None for d in shape):
+                t.block(node, "Squeeze with computed axes")
+                return
+            axes = [a for a, d in enumerate(shape) if d == 1]
+        if xa.axis in axes:
+            t.block(node, "Squeeze removes the channel axis")
+            return
+        t.set_axis(node, node.outputs[0], xa.axis - sum(a < xa.axis for a in axes), xa.ids)
+
+
+@register("Unsqueeze")
+class UnsqueezeRule(Rule):
+    def trace(self, node, t) -> None:
+        x = t.input(node, 0)
+        xa, shape = t.axis_of(x), t.shape(x)
+        if xa is None:
+            return
+        axes = _raw_axes(node, t)
+        if axes is None or shape is None:
+            t.block(node, "Unsqueeze with computed axes or unknown rank")
+            return
+        axes = [norm_axis(a, len(shape) + len(axes)) for a in axes]
+        kept_positions = [p for p in range(len(shape) + len(axes)) if p not in axes]
+        t.set_axis(node, node.outputs[0], kept_positions[xa.axis], xa.ids)
