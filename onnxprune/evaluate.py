@@ -116,7 +116,7 @@ def make_session(
             raise OnnxPruneError(f"threads must be a positive integer, got {threads!r}")
         options.intra_op_num_threads = threads
     if not allow_spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [execution_provider] if execution_provider == _CPU else [execution_provider, _CPU]
     label = source_label(model)
     try:
