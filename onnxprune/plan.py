@@ -1,0 +1,233 @@
+"""``PruningPlan``: which channels each group keeps, serialisable to JSON, built from scores.
+
+A plan is both a request and a result. Per group it may carry a pruning ``ratio`` (to be
+resolved with a criterion when applied) and/or the explicit ``keep`` list of channel indices
+(positions in :attr:`ChannelGroup.units`). Groups a plan does not name are left untouched.
+``drop_blocks`` names residual blocks to remove (reserved for depth pruning; rejected for now).
+
+JSON layout (``format: onnxprune.plan/1``)::
+
+    {"format": "onnxprune.plan/1", "criterion": "l1", "meta": {...},
+     "groups": [{"id": "g3", "anchor": "/layer1/conv1/Conv", "channels": 64,
+                 "ratio": 0.5, "keep": [0, 2, 5, ...]}],
+     "drop_blocks": []}
+
+Groups are matched by ``id`` and checked against ``anchor`` and ``channels``, so a plan is only
+applied to the model (and input shape) it was made for.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import OnnxPruneError
+from .groups import Analysis, ChannelGroup
+
+FORMAT = "onnxprune.plan/1"
+
+
+@dataclass
+class GroupPlan:
+    """One group's entry: ``keep`` (sorted channel indices) and/or a pruning ``ratio``."""
+
+    id: str
+    anchor: str
+    channels: int
+    ratio: float | None = None
+    keep: list[int] | None = None
+
+    @property
+    def removed(self) -> int:
+        return 0 if self.keep is None else self.channels - len(self.keep)
+
+
+@dataclass
+class PruningPlan:
+    groups: dict[str, GroupPlan] = field(default_factory=dict)
+    criterion: str | None = None
+    drop_blocks: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    # ---- JSON ----
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "criterion": self.criterion,
+            "meta": self.meta,
+            "groups": [asdict(g) for g in self.groups.values()],
+            "drop_blocks": list(self.drop_blocks),
+        }
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PruningPlan":
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise OnnxPruneError(f"not an onnxprune plan (expected \"format\": \"{FORMAT}\")")
+        groups = {}
+        try:
+            for entry in data.get("groups", []):
+                g = GroupPlan(
+                    id=str(entry["id"]), anchor=str(entry.get("anchor", "")), channels=int(entry["channels"]),
+                    ratio=None if entry.get("ratio") is None else float(entry["ratio"]),
+                    keep=None if entry.get("keep") is None else [int(k) for k in entry["keep"]],
+                )
+                groups[g.id] = g
+        except (KeyError, TypeError, ValueError) as exc:
+            raise OnnxPruneError(f"malformed plan group entry: {exc}") from None
+        return cls(groups, data.get("criterion"), list(data.get("drop_blocks", [])), dict(data.get("meta", {})))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PruningPlan":
+        path = Path(path)
+        if not path.is_file():
+            raise OnnxPruneError(f"plan file not found: {path}")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise OnnxPruneError(f"{path}: not valid JSON ({exc})") from None
+        return cls.from_dict(data)
+
+    # ---- applying ----
+    def validate(self, analysis: Analysis) -> None:
+        """Check the plan against the model. Errors: unknown group, mismatched anchor or size,
+        removal from a blocked group, bad indices, a bad ratio, or ``drop_blocks`` (unsupported)."""
+        if self.drop_blocks:
+            raise OnnxPruneError("this plan drops residual blocks (drop_blocks), which is not supported yet")
+        for gp in self.groups.values():
+            group = analysis.group(gp.id)
+            if gp.anchor and gp.anchor != group.anchor or gp.channels != group.channels:
+                raise OnnxPruneError(
+                    f"plan group {gp.id} ({gp.anchor}, {gp.channels} channels) does not match this model's "
+                    f"({group.anchor}, {group.channels} channels): was the plan made for another model or input shape?"
+                )
+            if gp.ratio is not None:
+                check_ratio(gp.ratio, f"ratio of group {gp.id}")
+            if gp.keep is not None:
+                keep = gp.keep
+                if len(set(keep)) != len(keep) or not keep or min(keep) < 0 or max(keep) >= gp.channels:
+                    raise OnnxPruneError(f"plan group {gp.id}: keep must list 1..{gp.channels} distinct indices in [0, {gp.channels})")
+                if len(keep) < gp.channels and not group.prunable:
+                    raise OnnxPruneError(f"plan removes channels of blocked group {gp.id}: {group.blocked[0]}")
+
+    def removed_units(self, analysis: Analysis) -> np.ndarray:
+        """Union-find roots of every removed channel (requires ``keep`` on each entry)."""
+        runs = []
+        for gp in self.groups.values():
+            if gp.keep is None:
+                raise OnnxPruneError(f"plan group {gp.id} has no keep list; resolve the plan first")
+            group = analysis.group(gp.id)
+            mask = np.ones(group.channels, dtype=bool)
+            mask[gp.keep] = False
+            runs.append(group.units[mask])
+        return np.concatenate(runs) if runs else np.zeros(0, dtype=np.int64)
+
+
+def check_ratio(ratio: float, what: str = "--ratio") -> float:
+    if not (isinstance(ratio, (int, float)) and 0.0 <= ratio < 1.0 and math.isfinite(ratio)):
+        raise OnnxPruneError(f"{what} must be in [0, 1), got {ratio}")
+    return float(ratio)
+
+
+def keep_count(n: int, ratio: float, min_channels: int = 1, round_to: int = 1) -> int:
+    """How many of ``n`` channels a ``ratio`` keeps: ``n - floor(ratio*n)``, at least
+    ``min_channels`` (and 1), rounded up to a multiple of ``round_to``, at most ``n``."""
+    keep = n - int(math.floor(ratio * n + 1e-9))
+    keep = max(keep, min_channels, 1)
+    if round_to > 1:
+        keep = int(math.ceil(keep / round_to) * round_to)
+    return min(keep, n)
+
+
+def top_k(scores: np.ndarray, k: int) -> list[int]:
+    """Indices of the ``k`` highest scores, ascending; ties keep the lower index."""
+    order = np.argsort(-scores, kind="stable")
+    return sorted(int(i) for i in order[:k])
+
+
+def excluded(group: ChannelGroup, patterns) -> bool:
+    """Whether any ``--exclude`` glob matches a node or weight tensor of the group."""
+    if not patterns:
+        return False
+    names = set(group.nodes) | {s.tensor for s in group.slots} | {sp.node for sp in group.spaces}
+    return any(fnmatch.fnmatchcase(name, pat) for pat in patterns for name in names)
+
+
+def uniform_plan(analysis: Analysis, scores: dict[str, np.ndarray], ratio: float, *,
+                 min_channels: int = 1, round_to: int = 1, exclude=(), criterion: str | None = None) -> PruningPlan:
+    """The same pruning ratio for every prunable, non-excluded group; keeps the top scores."""
+    check_ratio(ratio)
+    plan = PruningPlan(criterion=criterion)
+    for group in analysis.prunable_groups:
+        if excluded(group, exclude):
+            continue
+        k = keep_count(group.channels, ratio, min_channels, round_to)
+        plan.groups[group.id] = GroupPlan(group.id, group.anchor, group.channels, ratio, top_k(scores[group.id], k))
+    return plan
+
+
+def global_plan(analysis: Analysis, scores: dict[str, np.ndarray], ratio: float, *, max_ratio: float = 0.9,
+                min_channels: int = 1, round_to: int = 1, exclude=(), criterion: str | None = None) -> PruningPlan:
+    """Remove the ``ratio`` fraction of all prunable channels with the lowest scores, ranked
+    across groups, with at most ``max_ratio`` of any one group removed."""
+    check_ratio(ratio)
+    check_ratio(max_ratio, "--max-ratio")
+    groups = [g for g in analysis.prunable_groups if not excluded(g, exclude)]
+    if not groups:
+        return PruningPlan(criterion=criterion)
+    entries = [(scores[g.id][i], k, i) for k, g in enumerate(groups) for i in range(g.channels)]
+    entries.sort(key=lambda e: (e[0], e[1], e[2]))
+    budget = int(math.floor(ratio * len(entries) + 1e-9))
+    cap = [g.channels - keep_count(g.channels, max_ratio, min_channels, 1) for g in groups]
+    removed = [set() for _ in groups]
+    for _, k, i in entries:
+        if budget == 0:
+            break
+        if len(removed[k]) < cap[k]:
+            removed[k].add(i)
+            budget -= 1
+    plan = PruningPlan(criterion=criterion)
+    for k, g in enumerate(groups):
+        n_keep = keep_count(g.channels, len(removed[k]) / g.channels, min_channels, round_to)
+        keep = top_k(scores[g.id], n_keep)
+        plan.groups[g.id] = GroupPlan(g.id, g.anchor, g.channels, round(1 - n_keep / g.channels, 6), keep)
+    return plan
+
+
+def resolve(plan: PruningPlan, analysis: Analysis, scores: dict[str, np.ndarray], *,
+            min_channels: int = 1, round_to: int = 1) -> PruningPlan:
+    """Fill in ``keep`` for entries that carry only a ``ratio`` (per-group ratio schedules)."""
+    for gp in plan.groups.values():
+        if gp.keep is None:
+            group = analysis.group(gp.id)
+            ratio = gp.ratio or 0.0
+            if ratio > 0 and not group.prunable:
+                raise OnnxPruneError(f"plan sets a ratio for blocked group {gp.id}: {group.blocked[0]}")
+            gp.keep = top_k(scores.get(gp.id, np.zeros(gp.channels)), keep_count(gp.channels, ratio, min_channels, round_to))
+    return plan
+
+
+def fill_empty_tensors(plan: PruningPlan, analysis: Analysis, scores: dict[str, np.ndarray]) -> list[str]:
+    """Give back channels where a plan would leave some tensor with none (e.g. one Split output).
+
+    Returns a note per repair. A tensor with zero channels cannot be represented in ONNX.
+    """
+    notes = []
+    position = {int(u): (g.id, i) for g in analysis.groups for i, u in enumerate(g.units)}
+    for _ in range(len(analysis.axes) + 1):
+        alive = analysis.alive_ids(plan.removed_units(analysis))
+        empty = next((name for name, ax in analysis.axes.items() if len(ax.ids) and not alive[ax.ids].any()), None)
+        if empty is None:
+            return notes
+        candidates = [position[int(r)] for r in np.unique(analysis.root_of[analysis.axes[empty].ids]) if int(r) in position]
+        gid, i = max(candidates, key=lambda c: (scores.get(c[0], np.zeros(1))[c[1]] if c[0] in scores else 0.0, -c[1]))
+        plan.groups[gid].keep = sorted(set(plan.groups[gid].keep) | {i})
+        notes.append(f"kept channel {i} of {gid} so that {empty} keeps one channel")
+    return notes
