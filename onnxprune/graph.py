@@ -20,9 +20,15 @@ from onnx.reference import ReferenceEvaluator
 from .errors import OnnxPruneError
 
 # Ops whose output is folded into an initializer when all their inputs are constants. Exporters
-# put weights behind these (Paddle: Constant nodes and Reshape'd biases; torch: Identity).
-FOLDABLE_OPS = {"Constant", "Identity", "Cast", "Reshape", "Unsqueeze", "Squeeze", "Transpose"}
+# put weights behind some (Paddle: Constant nodes and Reshape'd biases; torch: Identity) and
+# compute shape constants with others (Resize scales as Concat of constants).
+FOLDABLE_OPS = {
+    "Constant", "Identity", "Cast", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Concat", "Gather",
+    "Slice", "Add", "Sub", "Mul", "Div", "Neg", "Sqrt", "Floor", "Ceil", "Shape", "Range", "Expand",
+    "ConstantOfShape", "Equal", "Where",
+}
 _MAX_FOLD_ELEMENTS = 1 << 26
+_SMALL = 4096  # a folded output may be larger than its inputs only up to this many elements
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
@@ -142,9 +148,13 @@ def _evaluate(node, graph, new_inits, opsets) -> np.ndarray | None:
             return None
         feeds[name] = numpy_helper.to_array(tensor)
     try:
-        return ReferenceEvaluator(_single_node_model(node, feeds, opsets)).run(None, feeds)[0]
+        value = ReferenceEvaluator(_single_node_model(node, feeds, opsets)).run(None, feeds)[0]
     except Exception:
         return None
+    value = np.asarray(value)
+    if value.size > max(_SMALL, sum(v.size for v in feeds.values())):
+        return None  # folding must not grow the model (Expand, ConstantOfShape, Range)
+    return value
 
 
 def _single_node_model(node, feeds, opsets) -> onnx.ModelProto:
