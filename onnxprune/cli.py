@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape as rich_escape
 from rich.table import Table
 
 from . import __version__
@@ -38,7 +39,7 @@ def _errors(fn):
         try:
             return fn(*args, **kwargs)
         except OnnxPruneError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            err.print(f"[bold red]error:[/] {rich_escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(2)
         except KeyboardInterrupt:
             err.print("interrupted; nothing was written")
@@ -49,7 +50,8 @@ def _errors(fn):
             if os.environ.get("ONNXPRUNE_DEBUG"):
                 traceback.print_exc()
             first = (str(exc).splitlines() or [""])[0][:300]
-            err.print(f"internal error: {type(exc).__name__}: {first} (set ONNXPRUNE_DEBUG=1 for details)", highlight=False, markup=False)
+            err.print(f"internal error: {type(exc).__name__}: {first} (set ONNXPRUNE_DEBUG=1 for details)",
+                      highlight=False, markup=False, soft_wrap=True)
             sys.exit(1)
 
     return wrapper
@@ -59,6 +61,13 @@ def _shapes(specs) -> dict:
     from .evaluate import parse_input_shapes
 
     return parse_input_shapes(specs)
+
+
+def _check_writable(*paths) -> None:
+    """Fail before any work if an output's folder is missing (so nothing is half-written)."""
+    for path in paths:
+        if path and not Path(path).resolve().parent.is_dir():
+            raise OnnxPruneError(f"cannot write {path}: folder {Path(path).parent} does not exist")
 
 
 def _write_json(path: str | None, data: dict) -> None:
@@ -100,6 +109,7 @@ def analyze(model, input_shape, json_path, plot_path, details):
     from .prune import load_and_analyze
     from .report import analysis_report, human, plot_groups
 
+    _check_writable(json_path, plot_path)
     analysis = load_and_analyze(model, _shapes(input_shape))
     report = analysis_report(analysis)
     report["model"] = str(model)
@@ -119,7 +129,8 @@ def analyze(model, input_shape, json_path, plot_path, details):
               f"({t['prunable_groups']} prunable, {t['blocked_groups']} blocked) | prunable share of MACs {t['prunable_macs_share']:.1%}",
               highlight=False)
     if t["nodes_without_macs_shape"]:
-        err.print(f"warning: {len(t['nodes_without_macs_shape'])} layers have unknown shapes and count 0 MACs; pass --input-shape")
+        err.print(f"warning: {len(t['nodes_without_macs_shape'])} layers have shapes that could not be inferred and count 0 MACs "
+                  "(if an input has dynamic dims, --input-shape may resolve them)", soft_wrap=True)
     _write_json(json_path, report)
     if plot_path:
         plot_groups(report, plot_path)
@@ -158,6 +169,7 @@ def prune(model, output, criterion, ratio, global_rank, max_ratio, target_macs, 
 
     plan = None
     save_plan = None
+    _check_writable(output, json_path, plan_path)
     if plan_path and ratio is None and target_macs is None:
         plan = PruningPlan.load(plan_path)
     else:
@@ -205,6 +217,7 @@ def verify(original, pruned, data_path, samples, seed, batch_size, provider, inp
     """
     from .evaluate import verify as run_verify
 
+    _check_writable(json_path)
     for path in (original, pruned):
         if not Path(path).is_file():
             raise OnnxPruneError(f"{path}: no such file")
@@ -244,6 +257,7 @@ def bench(models, provider, threads, batch, runs, warmup, seed, input_shape, jso
     """
     from .bench import bench as run_bench
 
+    _check_writable(json_path)
     for path in models:
         if not Path(path).is_file():
             raise OnnxPruneError(f"{path}: no such file")

@@ -41,7 +41,8 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     if not path.is_file():
         raise OnnxPruneError(f"{path}: no such file")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        data = path.read_bytes()
+        model = onnx.load_model_from_string(data)
     except (DecodeError, RuntimeWarning, ValueError) as exc:
         raise OnnxPruneError(f"{path}: not a valid ONNX file ({_first_line(exc)})") from None
     except Exception as exc:  # protobuf raises several types for garbage bytes
@@ -50,20 +51,21 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise OnnxPruneError(f"{path}: not a valid ONNX file (no graph or IR version)")
     if len(model.graph.node) == 0:
         raise OnnxPruneError(f"{path}: the graph has no nodes")
-    _load_external_data(model, path.parent)
+    external = _load_external_data(model, path.parent)
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(model if external else data)
     except Exception as exc:
         raise OnnxPruneError(f"{path}: the model fails onnx.checker: {_first_line(exc)}") from None
     return model
 
 
-def _load_external_data(model: onnx.ModelProto, base: Path) -> None:
+def _load_external_data(model: onnx.ModelProto, base: Path) -> bool:
+    """Load tensors stored outside the file; refuse paths outside ``base``. True if any."""
     from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
     tensors = [t for t in onnx.external_data_helper._get_all_tensors(model) if uses_external_data(t)]
     if not tensors:
-        return
+        return False
     root = base.resolve()
     for tensor in tensors:
         info = {e.key: e.value for e in tensor.external_data}
@@ -76,6 +78,7 @@ def _load_external_data(model: onnx.ModelProto, base: Path) -> None:
         if not target.is_file():
             raise OnnxPruneError(f"external data file missing for tensor {tensor.name!r}: {target}")
     load_external_data_for_model(model, str(base))
+    return True
 
 
 def _first_line(exc: BaseException) -> str:
@@ -86,9 +89,9 @@ def _first_line(exc: BaseException) -> str:
 def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return a copy with constant weights as initializers and every node uniquely named.
 
-    Folds ``Constant`` nodes and constant-only Identity/Cast/Reshape/Unsqueeze/Squeeze/Transpose
-    (how Paddle and torch exporters hide weights) into initializers, evaluated with
-    ``onnx.reference``. Nodes without a name get ``<op_type>_<index>``; duplicate names get a
+    Folds ``Constant`` nodes and constant-only nodes of ``FOLDABLE_OPS`` (how Paddle and torch
+    exporters hide weights and compute shape constants) into initializers, evaluated with
+    ``onnx.reference``; an Identity of a constant becomes an alias of it (no copy). Nodes without a name get ``<op_type>_<index>``; duplicate names get a
     suffix. Graph inputs, outputs and everything else are kept.
     """
     out = onnx.ModelProto()
@@ -98,15 +101,21 @@ def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
     outputs = {o.name for o in graph.output}
     kept_nodes = []
     new_inits = []
+    alias: dict[str, str] = {}  # Identity of an initializer reads the initializer itself
     for node in graph.node:
+        for i, name in enumerate(node.input):
+            node.input[i] = alias.get(name, name)
         if _foldable(node, consts, outputs):
+            if node.op_type == "Identity":
+                alias[node.output[0]] = node.input[0]
+                continue
             values = _evaluate(node, graph, new_inits, list(out.opset_import))
             if values is not None:
                 new_inits.append(numpy_helper.from_array(values, node.output[0]))
                 consts.add(node.output[0])
                 continue
         kept_nodes.append(node)
-    if new_inits:
+    if new_inits or alias:
         graph.initializer.extend(new_inits)
         del graph.node[:]
         graph.node.extend(kept_nodes)
@@ -212,22 +221,8 @@ def infer_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple] | None =
     if unknown:
         names = ", ".join(i.name for i in real_inputs)
         raise OnnxPruneError(f"--input-shape names unknown input(s) {sorted(unknown)}; the model's inputs are: {names}")
-    skeleton = onnx.GraphProto(name=graph.name)
-    skeleton.node.extend(graph.node)
-    skeleton.output.extend(graph.output)
-    for vi in real_inputs:
-        skeleton.input.append(_fixed_input(vi, input_shapes.get(vi.name)))
-    for t in graph.initializer:
-        if t.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) or np.prod(t.dims) <= 16:
-            skeleton.initializer.append(t)
-        else:
-            skeleton.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
-    sk_model = onnx.helper.make_model(skeleton, opset_imports=list(model.opset_import), ir_version=model.ir_version)
-    sk_model.functions.extend(model.functions)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(sk_model, data_prop=True)
-    except Exception as exc:
-        raise OnnxPruneError(f"shape inference failed: {_first_line(exc)}") from None
+    fixed = [_fixed_input(vi, input_shapes.get(vi.name)) for vi in real_inputs]
+    inferred = _infer_skeleton(model, fixed, data_prop=True)
     shapes: dict[str, Shape] = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
@@ -239,8 +234,36 @@ def infer_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple] | None =
         shapes[t.name] = tuple(t.dims)
     missing = [o for n in graph.node for o in n.output if o and (shapes.get(o) is None or None in shapes[o])]
     if missing and all(None not in shapes.get(i.name, (None,)) for i in real_inputs):
-        shapes.update(_probe_shapes(model, [skeleton.input[k] for k in range(len(real_inputs))], missing))
+        shapes.update(_probe_shapes(model, fixed, missing))
     return shapes
+
+
+def _infer_skeleton(model: onnx.ModelProto, inputs, data_prop: bool) -> onnx.ModelProto:
+    """Shape inference on the model without its weights: large initializers become typed
+    graph inputs, so nothing big is serialized. Errors become ``OnnxPruneError``."""
+    graph = model.graph
+    skeleton = onnx.GraphProto(name=graph.name)
+    skeleton.node.extend(graph.node)
+    skeleton.output.extend(graph.output)
+    skeleton.input.extend(inputs)
+    for t in graph.initializer:
+        if t.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) or np.prod(t.dims) <= 16:
+            skeleton.initializer.append(t)
+        else:
+            skeleton.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    sk_model = onnx.helper.make_model(skeleton, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    sk_model.functions.extend(model.functions)
+    try:
+        return onnx.shape_inference.infer_shapes(sk_model, data_prop=data_prop)
+    except Exception as exc:
+        raise OnnxPruneError(f"shape inference failed: {_first_line(exc)}") from None
+
+
+def infer_value_info(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Inferred ``value_info`` for the intermediate tensors of ``model`` (inputs as declared)."""
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [vi for vi in model.graph.input if vi.name not in inits]
+    return list(_infer_skeleton(model, inputs, data_prop=False).graph.value_info)
 
 
 def _probe_shapes(model: onnx.ModelProto, inputs, names: list[str]) -> dict[str, Shape]:
@@ -291,7 +314,7 @@ def _fixed_input(vi: onnx.ValueInfoProto, shape: tuple | None) -> onnx.ValueInfo
     return onnx.helper.make_tensor_value_info(vi.name, tt.elem_type, dims)
 
 
-def check_model(model: onnx.ModelProto) -> None:
+def check_model(model: onnx.ModelProto | bytes) -> None:
     """``onnx.checker.check_model(full_check=True)``; failures become ``OnnxPruneError``."""
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -307,8 +330,9 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return pa.resolve() == pb.resolve()
 
 
-def save_model_atomic(model: onnx.ModelProto, out: str | os.PathLike, *, never_overwrite: str | os.PathLike | None = None) -> Path:
-    """Write ``model`` to ``out`` through a temporary file in the same folder and ``os.replace``.
+def save_model_atomic(model: onnx.ModelProto | bytes, out: str | os.PathLike, *,
+                      never_overwrite: str | os.PathLike | None = None) -> Path:
+    """Write ``model`` (a proto or its serialized bytes) to ``out`` through a temporary file in the same folder and ``os.replace``.
 
     An interrupted write leaves no partial file at ``out``. Refuses (``OnnxPruneError``) to write
     over ``never_overwrite`` (the input model), or into a folder that does not exist.
@@ -319,9 +343,12 @@ def save_model_atomic(model: onnx.ModelProto, out: str | os.PathLike, *, never_o
     if not out.parent.is_dir():
         raise OnnxPruneError(f"output folder does not exist: {out.parent}")
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a written model gets the usual mode
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(model.SerializeToString())
+            fh.write(model if isinstance(model, bytes) else model.SerializeToString())
         os.replace(tmp, out)
     except BaseException:
         if os.path.exists(tmp):

@@ -79,18 +79,18 @@ def _fpgm(rows: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
 
 
 def _aggregate(analysis: Analysis, group: ChannelGroup, roles, score_fn) -> np.ndarray | None:
-    position = {int(u): i for i, u in enumerate(group.units)}
+    position = np.full(len(analysis.root_of), -1, dtype=np.int64)
+    position[group.units] = np.arange(group.channels)
     total = np.zeros(group.channels)
     count = np.zeros(group.channels)
     for slot in group.slots:
         if slot.role not in roles:
             continue
-        roots = analysis.root_of[slot.ids]
-        pos = np.array([position.get(int(r), -1) for r in roots])
+        pos = position[analysis.root_of[slot.ids]]
         inside = pos >= 0
         values = analysis.graph.nodes[slot.node_index].inputs[slot.input_index].values
-        rows = np.moveaxis(np.asarray(values, dtype=np.float64), slot.axis, 0)
-        rows = rows.reshape(rows.shape[0], -1)[inside]
+        rows = np.moveaxis(np.asarray(values), slot.axis, 0)
+        rows = rows.reshape(rows.shape[0], -1)[inside].astype(np.float64)
         present = np.unique(pos[inside])
         local = np.searchsorted(present, pos[inside])
         raw = score_fn(rows, local, len(present))

@@ -75,14 +75,22 @@ class PruningPlan:
         try:
             for entry in data.get("groups", []):
                 g = GroupPlan(
-                    id=str(entry["id"]), anchor=str(entry.get("anchor", "")), channels=int(entry["channels"]),
+                    id=str(entry["id"]), anchor=str(entry.get("anchor", "")), channels=_whole(entry["channels"]),
                     ratio=None if entry.get("ratio") is None else float(entry["ratio"]),
-                    keep=None if entry.get("keep") is None else [int(k) for k in entry["keep"]],
+                    keep=None if entry.get("keep") is None else [_whole(k) for k in entry["keep"]],
                 )
                 groups[g.id] = g
-        except (KeyError, TypeError, ValueError) as exc:
-            raise OnnxPruneError(f"malformed plan group entry: {exc}") from None
-        return cls(groups, data.get("criterion"), list(data.get("drop_blocks", [])), dict(data.get("meta", {})))
+            drop_blocks, meta = data.get("drop_blocks", []), data.get("meta", {})
+            if not isinstance(drop_blocks, list) or not all(isinstance(b, str) for b in drop_blocks):
+                raise ValueError("drop_blocks must be a list of block names")
+            if not isinstance(meta, dict):
+                raise ValueError("meta must be an object")
+            criterion = data.get("criterion")
+            if criterion is not None and not isinstance(criterion, str):
+                raise ValueError("criterion must be a string")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise OnnxPruneError(f"malformed plan: {exc}") from None
+        return cls(groups, criterion, list(drop_blocks), dict(meta))
 
     @classmethod
     def load(cls, path: str | Path) -> "PruningPlan":
@@ -128,6 +136,13 @@ class PruningPlan:
             mask[gp.keep] = False
             runs.append(group.units[mask])
         return np.concatenate(runs) if runs else np.zeros(0, dtype=np.int64)
+
+
+def _whole(value) -> int:
+    """An integer from JSON; rejects 1.7, "3", true."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise ValueError(f"expected a whole number, got {value!r}")
+    return int(value)
 
 
 def check_ratio(ratio: float, what: str = "--ratio") -> float:

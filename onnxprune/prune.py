@@ -137,13 +137,12 @@ def _search_macs(analysis, at, options, cost_model):
 
 
 def prune_model(analysis: Analysis, options: PruneOptions) -> PruneResult:
-    """Plan and rewrite in memory; the result's model is checked by ``onnx.checker``."""
+    """Plan and rewrite in memory. The model is not yet checked: see :func:`finalize`."""
     start = time.perf_counter()
     cost_model = CostModel(analysis)
     plan, notes = make_plan(analysis, options, cost_model)
     removed = plan.removed_units(analysis)
     model = apply_removal(analysis, removed)
-    check_model(model)
     before, after = cost_model.cost(), cost_model.cost_without(removed)
     pruned = sum(1 for g in plan.groups.values() if g.removed)
     blocked = sum(1 for g in analysis.groups if not g.prunable)
@@ -177,7 +176,16 @@ def load_and_analyze(path: str | Path, input_shapes: dict | None = None) -> Anal
     return analyze(normalize(load_model(path)), input_shapes)
 
 
-def smoke_run(model: onnx.ModelProto, analysis: Analysis) -> None:
+def finalize(model: onnx.ModelProto, analysis: Analysis) -> bytes:
+    """Serialize ``model`` once, check it with ``onnx.checker`` (full check) and run it once in
+    onnxruntime; returns the bytes to write. Errors: ``OnnxPruneError`` from either check."""
+    data = model.SerializeToString()
+    check_model(data)
+    smoke_run(data, analysis)
+    return data
+
+
+def smoke_run(model: bytes, analysis: Analysis) -> None:
     """Load ``model`` in onnxruntime and run one seeded random sample at the analysis shapes.
 
     Errors (``OnnxPruneError``): the session cannot be created or the run fails.
@@ -187,7 +195,7 @@ def smoke_run(model: onnx.ModelProto, analysis: Analysis) -> None:
     try:
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise OnnxPruneError(f"onnxruntime rejects the pruned model: {str(exc).splitlines()[0][:300]}") from None
     rng = np.random.default_rng(0)
@@ -217,8 +225,7 @@ def prune_file(model_path: str | Path, out_path: str | Path, options: PruneOptio
     options.validate()
     analysis = load_and_analyze(model_path, input_shapes)
     result = prune_model(analysis, options)
-    smoke_run(result.model, analysis)
-    save_model_atomic(result.model, out_path, never_overwrite=model_path)
+    save_model_atomic(finalize(result.model, analysis), out_path, never_overwrite=model_path)
     if plan_out is not None:
         result.plan.save(plan_out)
     result.bytes_before = Path(model_path).stat().st_size

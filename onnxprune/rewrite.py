@@ -16,6 +16,7 @@ import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
 from .errors import OnnxPruneError
+from .graph import infer_value_info
 from .groups import Analysis
 
 
@@ -75,6 +76,13 @@ class Rewriter:
         del proto.attribute[:]
         proto.attribute.extend(keep)
 
+    def users(self, name: str) -> int:
+        """How many node inputs and graph outputs read tensor ``name``."""
+        return self._users.get(name, 0)
+
+    def replace_initializer(self, name: str, values: np.ndarray) -> None:
+        self.model.graph.initializer[self._inits[name]].CopyFrom(numpy_helper.from_array(values, name))
+
     def set_const_input(self, node: gs.Node, index: int, values: np.ndarray) -> None:
         """Make input ``index`` of ``node`` the constant ``values``.
 
@@ -86,7 +94,7 @@ class Rewriter:
             proto.input.append("")
         name = proto.input[index]
         if name and name in self._inits and self._users.get(name, 0) == 1:
-            self.model.graph.initializer[self._inits[name]].CopyFrom(numpy_helper.from_array(values, name))
+            self.replace_initializer(name, values)
             return
         base = name or f"{proto.name}_input{index}"
         new = f"{base}__pruned"
@@ -129,11 +137,7 @@ def apply_removal(analysis: Analysis, removed_units: np.ndarray) -> onnx.ModelPr
             rule.rewrite(node, rw)
     model = rw.model
     del model.graph.value_info[:]
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception as exc:
-        raise OnnxPruneError(f"shape inference failed on the pruned model: {str(exc).splitlines()[0]}") from None
-    model.graph.value_info.extend(inferred.graph.value_info)
+    model.graph.value_info.extend(infer_value_info(model))
     return model
 
 
@@ -141,6 +145,7 @@ def _slice_slots(analysis: Analysis, rw: Rewriter) -> None:
     by_input: dict[tuple[int, int], list] = {}
     for slot in analysis.slots:
         by_input.setdefault((slot.node_index, slot.input_index), []).append(slot)
+    sliced: dict[str, list[tuple[gs.Node, int, np.ndarray]]] = {}
     for (node_index, input_index), slots in by_input.items():
         node = analysis.graph.nodes[node_index]
         values = node.inputs[input_index].values
@@ -152,4 +157,11 @@ def _slice_slots(analysis: Analysis, rw: Rewriter) -> None:
             continue
         for axis, mask in sorted(masks.items()):
             values = np.compress(mask, values, axis=axis)
-        rw.set_const_input(node, input_index, np.ascontiguousarray(values))
+        sliced.setdefault(node.inputs[input_index].name, []).append((node, input_index, np.ascontiguousarray(values)))
+    for name, uses in sliced.items():
+        first = uses[0][2]
+        if rw.users(name) == len(uses) and all(np.array_equal(v, first) for _, _, v in uses[1:]):
+            rw.replace_initializer(name, first)  # a shared weight sliced alike by all its readers
+        else:
+            for node, input_index, values in uses:
+                rw.set_const_input(node, input_index, values)
