@@ -32,35 +32,58 @@ class Cost:
 
 
 class CostModel:
-    """Counts MACs and params of an :class:`Analysis` under any set of kept channel ids."""
+    """Counts MACs and params of an :class:`Analysis` under any set of kept channel ids.
+
+    A constant read by several nodes is sized per reader, as the rewrite slices it: one tensor
+    when every reader slices it alike, otherwise one copy per slicing reader (plus the original
+    while some reader keeps it whole).
+    """
 
     def __init__(self, analysis: Analysis) -> None:
         from .rules import rule_for
 
         self.analysis = analysis
-        self._macs_nodes = [(n, rule_for(n)) for n in analysis.graph.nodes if rule_for(n) is not None]
-        self._slots: dict[str, list] = {}
+        nodes = analysis.graph.nodes
+        self._macs_nodes = [(i, n, rule_for(n)) for i, n in enumerate(nodes) if rule_for(n) is not None]
+        self._slots: dict[tuple[int, int], list] = {}
         for slot in analysis.slots:
-            self._slots.setdefault(slot.tensor, []).append(slot)
+            self._slots.setdefault((slot.node_index, slot.input_index), []).append(slot)
+        self._readers: dict[str, list[tuple[int, int]]] = {}
+        for i, node in enumerate(nodes):
+            for j, t in enumerate(node.inputs):
+                if isinstance(t, gs.Constant):
+                    self._readers.setdefault(t.name, []).append((i, j))
         self._params = [
             t for t in analysis.graph.tensors().values()
             if isinstance(t, gs.Constant) and np.dtype(t.dtype).kind in _FLOAT_KINDS
         ]
         self.unknown_shape_nodes = [
-            n.name for n, rule in self._macs_nodes
-            if rule.macs(n, self._shape_fn(None)) == 0 and n.op in ("Conv", "ConvTranspose", "Gemm", "MatMul")
+            n.name for i, n, rule in self._macs_nodes
+            if n.op in ("Conv", "ConvTranspose", "Gemm", "MatMul") and rule.macs(n, self._shape_fn(None, i)) == 0
         ]
 
-    def _shape_fn(self, alive: np.ndarray | None):
-        axes, shapes, slots = self.analysis.axes, self.analysis.shapes, self._slots
+    def _masks(self, key, alive) -> dict[int, np.ndarray]:
+        masks: dict[int, np.ndarray] = {}
+        for slot in self._slots.get(key, ()):
+            mask = alive[slot.ids]
+            masks[slot.axis] = mask if slot.axis not in masks else masks[slot.axis] & mask
+        return masks
+
+    def _const_shape(self, tensor, key, alive) -> tuple:
+        dims = list(tensor.shape)
+        if alive is not None:
+            for axis, mask in self._masks(key, alive).items():
+                dims[axis] = int(mask.sum())
+        return tuple(dims)
+
+    def _shape_fn(self, alive: np.ndarray | None, node_index: int):
+        axes, shapes = self.analysis.axes, self.analysis.shapes
+        node = self.analysis.graph.nodes[node_index]
 
         def shape(tensor):
             if isinstance(tensor, gs.Constant):
-                dims = list(tensor.shape)
-                if alive is not None:
-                    for slot in slots.get(tensor.name, ()):
-                        dims[slot.axis] = min(dims[slot.axis], int(alive[slot.ids].sum()))
-                return tuple(dims)
+                index = next(j for j, t in enumerate(node.inputs) if t is tensor)
+                return self._const_shape(tensor, (node_index, index), alive)
             dims = shapes.get(tensor.name)
             if dims is None:
                 return None
@@ -72,15 +95,37 @@ class CostModel:
 
         return shape
 
+    def _param_count(self, tensor, alive) -> int:
+        readers = self._readers.get(tensor.name, [])
+        full = int(np.prod(tensor.shape, dtype=np.int64))
+        if alive is None or not readers:
+            return full
+        if len(readers) == 1:
+            return int(np.prod(self._const_shape(tensor, readers[0], alive), dtype=np.int64))
+        slicings = []
+        for key in readers:
+            masks = self._masks(key, alive)
+            if masks and not all(m.all() for m in masks.values()):
+                slicings.append((key, tuple((a, m.tobytes()) for a, m in sorted(masks.items()))))
+        if not slicings:
+            return full
+        sizes = [int(np.prod(self._const_shape(tensor, key, alive), dtype=np.int64)) for key, _ in slicings]
+        if len(slicings) == len(readers) and len({sig for _, sig in slicings}) == 1:
+            return sizes[0]
+        return sum(sizes) + (full if len(slicings) < len(readers) else 0)
+
     def cost(self, alive: np.ndarray | None = None) -> Cost:
         """Totals with channel ids where ``alive`` is False removed (None: the whole model)."""
-        shape = self._shape_fn(alive)
-        macs = sum(rule.macs(n, shape) for n, rule in self._macs_nodes)
-        params = sum(int(np.prod(shape(t), dtype=np.int64)) for t in self._params)
+        macs = sum(rule.macs(n, self._shape_fn(alive, i)) for i, n, rule in self._macs_nodes)
+        params = sum(self._param_count(t, alive) for t in self._params)
         return Cost(int(macs), int(params))
 
     def cost_without(self, removed_units: np.ndarray) -> Cost:
         return self.cost(self.analysis.alive_ids(removed_units))
+
+    def node_macs(self) -> dict[str, int]:
+        """MACs per node of the unpruned model."""
+        return {n.name: rule.macs(n, self._shape_fn(None, i)) for i, n, rule in self._macs_nodes}
 
 
 def model_cost(analysis: Analysis) -> Cost:

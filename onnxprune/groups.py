@@ -272,6 +272,10 @@ def analyze(model: onnx.ModelProto, input_shapes: dict | None = None) -> Analysi
     tracer = Tracer(graph, shapes, opset_of(model))
     warnings: list[str] = []
     for node in graph.nodes:
+        for name in _subgraph_reads(node):
+            ax = tracer.axes.get(name)
+            if ax is not None:
+                tracer.freeze(ax.ids, f"read inside a subgraph of node {node.name}")
         rule = rule_for(node)
         if rule is None:
             if any(tracer.axis_of(t) is not None for t in node.inputs):
@@ -296,6 +300,18 @@ def analyze(model: onnx.ModelProto, input_shapes: dict | None = None) -> Analysi
         frozen_units=frozen_units,
         warnings=warnings,
     )
+
+
+def _subgraph_reads(node: gs.Node) -> set[str]:
+    """Names of tensors that the subgraphs of an If/Loop/Scan node read (recursively)."""
+    names: set[str] = set()
+    for value in node.attrs.values():
+        for sub in value if isinstance(value, list) else [value]:
+            if isinstance(sub, gs.Graph):
+                for inner in sub.nodes:
+                    names.update(t.name for t in inner.inputs if t.name)
+                    names |= _subgraph_reads(inner)
+    return names
 
 
 def _build_groups(tracer: Tracer) -> tuple[list[ChannelGroup], np.ndarray, dict[int, list[str]]]:

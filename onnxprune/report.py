@@ -35,7 +35,7 @@ def analysis_report(analysis: Analysis, cost_model: CostModel | None = None) -> 
             "nodes": list(g.nodes),
             "weights": sorted({f"{s.tensor}[axis {s.axis}]" for s in g.slots}),
         })
-    node_macs = _node_macs(analysis, cost_model)
+    node_macs = cost_model.node_macs()
     prunable_macs = sum(m for name, m in node_macs.items() if name in prunable_nodes)
     return {
         "input_shapes": {name: list(analysis.shapes.get(name) or []) for name in _input_names(analysis)},
@@ -55,18 +55,6 @@ def analysis_report(analysis: Analysis, cost_model: CostModel | None = None) -> 
 def _input_names(analysis: Analysis) -> list[str]:
     inits = {t.name for t in analysis.model.graph.initializer}
     return [i.name for i in analysis.model.graph.input if i.name not in inits]
-
-
-def _node_macs(analysis: Analysis, cost_model: CostModel) -> dict[str, int]:
-    from .rules import rule_for
-
-    shape = cost_model._shape_fn(None)
-    out = {}
-    for node in analysis.graph.nodes:
-        rule = rule_for(node)
-        if rule is not None:
-            out[node.name] = rule.macs(node, shape)
-    return out
 
 
 def human(n: float) -> str:

@@ -136,9 +136,26 @@ def apply_removal(analysis: Analysis, removed_units: np.ndarray) -> onnx.ModelPr
         if rule is not None:
             rule.rewrite(node, rw)
     model = rw.model
+    _sync_initializer_inputs(model)
     del model.graph.value_info[:]
     model.graph.value_info.extend(infer_value_info(model))
     return model
+
+
+def _sync_initializer_inputs(model: onnx.ModelProto) -> None:
+    """Initializers also listed as graph inputs (``keep_initializers_as_inputs``, IR < 4) must
+    declare their new shapes; before IR 4 every initializer must be listed."""
+    inits = {t.name: t for t in model.graph.initializer}
+    listed = set()
+    for vi in model.graph.input:
+        if vi.name in inits:
+            listed.add(vi.name)
+            t = inits[vi.name]
+            vi.CopyFrom(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    if model.ir_version < 4:
+        for name, t in inits.items():
+            if name not in listed:
+                model.graph.input.append(onnx.helper.make_tensor_value_info(name, t.data_type, list(t.dims)))
 
 
 def _slice_slots(analysis: Analysis, rw: Rewriter) -> None:

@@ -43,7 +43,8 @@ class GemmRule(Rule):
     def macs(self, node, shape) -> int:
         a, y = shape(node.inputs[0]), shape(node.outputs[0])
         n = numel(y)
-        return 0 if n is None or a is None or a[1] is None else n * int(a[1])
+        k = None if a is None else a[0] if node.attrs.get("transA", 0) else a[1]
+        return 0 if n is None or k is None else n * int(k)
 
 
 @register("MatMul")
