@@ -1,0 +1,138 @@
+"""Pieces shared by every reference architecture: the Conv-BN-activation block,
+channel rounding, and the one deterministic, non-trivial initialisation path.
+
+Why BatchNorm needs care: a freshly constructed ``nn.BatchNorm2d`` is the identity in
+eval mode (γ=1, β=0, running mean 0, running variance 1). Pruning criteria that read
+BN (|γ|, Network Slimming) would then see ties, and folding BN into Conv would be a
+no-op that hides bugs. Random running statistics alone are not enough either: in eval
+mode BN stops normalising, so a deep residual net's activations grow geometrically and
+a plain net's shrink until the output no longer depends on the input. ``randomize_bn``
+therefore draws γ and β at random and measures the running statistics on a batch of
+noise, which makes them random, positive, different per channel, and keeps every layer
+at unit scale.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+CIFAR_INPUT_SHAPE: tuple[int, int, int, int] = (1, 3, 32, 32)
+"""NCHW shape of one CIFAR-10 image (Krizhevsky 2009)."""
+
+IMAGENET_INPUT_SHAPE: tuple[int, int, int, int] = (1, 3, 224, 224)
+"""NCHW shape of one ImageNet image at the usual 224x224 crop."""
+
+Activation = Callable[[], nn.Module]
+"""A zero-argument factory for an activation module, e.g. ``nn.ReLU`` or ``nn.SiLU``."""
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round a channel count to the nearest multiple of ``divisor``, never dropping
+    more than 10% below ``value`` (the rule of Sandler et al. 2018, reused by YOLOv8)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+class ConvBNAct(nn.Sequential):
+    """Conv2d (no bias) → BatchNorm2d → optional activation, with "same" padding.
+
+    Input ``(N, in_channels, H, W)``, output
+    ``(N, out_channels, ceil(H / stride), ceil(W / stride))`` for odd ``kernel_size``.
+    ``groups == in_channels == out_channels`` gives a depthwise convolution.
+    ``act=None`` leaves the output linear (projection layers, shortcuts).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        *,
+        groups: int = 1,
+        act: Activation | None = nn.ReLU,
+    ) -> None:
+        layers: OrderedDict[str, nn.Module] = OrderedDict(
+            conv=nn.Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride=stride,
+                padding=kernel_size // 2,
+                groups=groups,
+                bias=False,
+            ),
+            bn=nn.BatchNorm2d(out_channels),
+        )
+        if act is not None:
+            layers["act"] = act()
+        super().__init__(layers)
+
+
+def randomize_bn(
+    module: nn.Module,
+    generator: torch.Generator,
+    calibration_input: torch.Tensor | None = None,
+) -> None:
+    """Make every BatchNorm layer in ``module`` a non-identity with per-channel variety.
+
+    γ ~ U(0.5, 1.5) and β ~ U(-0.25, 0.25). Running statistics: if ``calibration_input``
+    (a batch that ``module`` accepts, N ≥ 2) is given, they are measured on it by one
+    forward pass in train mode with a cumulative average, so that every BN normalises
+    its real input and activations keep unit scale however deep the net; otherwise
+    variance ~ U(0.5, 2) (positive) and mean ~ U(-0.5, 0.5). Deterministic for a given
+    ``generator`` state and input. Leaves ``module`` in eval mode.
+
+    Measured statistics are not jittered afterwards: in eval mode BN no longer
+    renormalises, and even a ±20% per-channel jitter compounds through the ~60 BN
+    layers of the YOLO net into outputs 10x too large.
+    """
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    with torch.no_grad():
+        for bn in bns:
+            if bn.affine:
+                bn.weight.uniform_(0.5, 1.5, generator=generator)
+                bn.bias.uniform_(-0.25, 0.25, generator=generator)
+        tracked = [bn for bn in bns if bn.track_running_stats]
+        if calibration_input is None:
+            for bn in tracked:
+                bn.running_var.uniform_(0.5, 2.0, generator=generator)
+                bn.running_mean.uniform_(-0.5, 0.5, generator=generator)
+        else:
+            momenta = [bn.momentum for bn in tracked]
+            for bn in tracked:
+                bn.reset_running_stats()
+                bn.momentum = None  # cumulative moving average: exactly this batch
+            module.train()
+            module(calibration_input)
+            for bn, momentum in zip(tracked, momenta):
+                bn.momentum = momentum
+    module.eval()
+
+
+def seeded(
+    factory: Callable[[], nn.Module],
+    input_shape: tuple[int, ...],
+    seed: int = 0,
+    calibration_batch: int = 32,
+) -> nn.Module:
+    """Build ``factory()`` with deterministic weights and non-trivial BatchNorm, in eval mode.
+
+    Conv/Linear weights are PyTorch's default initialisation under
+    ``torch.manual_seed(seed)``; the caller's global RNG state is restored afterwards.
+    BN is randomised by :func:`randomize_bn`, calibrated on ``calibration_batch``
+    standard-normal samples of shape ``input_shape[1:]``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = factory()
+    noise = torch.randn((calibration_batch, *input_shape[1:]), generator=generator)
+    randomize_bn(model, generator, noise)
+    return model
