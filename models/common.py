@@ -5,8 +5,9 @@ Why BatchNorm needs care: a freshly constructed ``nn.BatchNorm2d`` is the identi
 eval mode (γ=1, β=0, running mean 0, running variance 1). Pruning criteria that read
 BN (|γ|, Network Slimming) would then see ties, and folding BN into Conv would be a
 no-op that hides bugs. Random running statistics alone are not enough either: in eval
-mode BN stops normalising, so a deep residual net's activations grow geometrically and
-a plain net's shrink until the output no longer depends on the input. ``randomize_bn``
+mode BN then does not normalise, PyTorch's default conv init shrinks activations by
+about √3 per layer, and the output stops depending on the input (measured: outputs for
+two random inputs differ by 4e-7 on VGG-16, 3e-8 on MobileNetV2). ``randomize_bn``
 therefore draws γ and β at random and measures the running statistics on a batch of
 noise, which makes them random, positive, different per channel, and keeps every layer
 at unit scale.
@@ -85,13 +86,14 @@ def randomize_bn(
     γ ~ U(0.5, 1.5) and β ~ U(-0.25, 0.25). Running statistics: if ``calibration_input``
     (a batch that ``module`` accepts, N ≥ 2) is given, they are measured on it by one
     forward pass in train mode with a cumulative average, so that every BN normalises
-    its real input and activations keep unit scale however deep the net; otherwise
-    variance ~ U(0.5, 2) (positive) and mean ~ U(-0.5, 0.5). Deterministic for a given
-    ``generator`` state and input. Leaves ``module`` in eval mode.
+    its real input and activations keep unit scale (given enough values per channel:
+    see ``models.yolo.yolo_c2f``); otherwise variance ~ U(0.5, 2) (positive) and
+    mean ~ U(-0.5, 0.5). Deterministic for a given ``generator`` state and input.
+    Leaves ``module`` in eval mode.
 
     Measured statistics are not jittered afterwards: in eval mode BN no longer
-    renormalises, and even a ±20% per-channel jitter compounds through the ~60 BN
-    layers of the YOLO net into outputs 10x too large.
+    renormalises, and a ±20% per-channel jitter, compounded through the 57 BN layers of
+    the YOLO net, made its outputs 2-4x larger.
     """
     bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     with torch.no_grad():

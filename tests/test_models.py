@@ -3,7 +3,8 @@
 Every registered model is built, exported with and without BN folding, checked by the
 ONNX checker, run in onnxruntime and compared with torch. The structure tests assert the
 ops that make each architecture interesting to a pruner (Split/Concat, depthwise conv,
-SE gates, Flatten→Gemm); each of them is also run on plain ResNet-20, where it must fail.
+SE gates, Flatten→Gemm, option-B shortcuts); each is also run on an export that lacks
+that structure (ResNet-20, or DenseNet for the shortcut check), where it must fail.
 """
 
 from __future__ import annotations
