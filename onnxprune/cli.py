@@ -99,8 +99,10 @@ def main() -> None:
 @JSON_OUT
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG bar chart of MACs per group.")
 @click.option("--details", is_flag=True, help="List each group's nodes and weight tensors.")
+@click.option("--self-check", "self_check", is_flag=True,
+              help="Prove the rewrite exact on this model: prune dead channels, compare outputs and MACs.")
 @_errors
-def analyze(model, input_shape, json_path, plot_path, details):
+def analyze(model, input_shape, json_path, plot_path, details, self_check):
     """Find the coupled-channel groups of MODEL and what blocks them.
 
     Prints one row per channel group: channels, the params and MACs it carries, and whether it
@@ -131,7 +133,18 @@ def analyze(model, input_shape, json_path, plot_path, details):
     if t["nodes_without_macs_shape"]:
         err.print(f"warning: {len(t['nodes_without_macs_shape'])} layers have shapes that could not be inferred and count 0 MACs "
                   "(if an input has dynamic dims, --input-shape may resolve them)", soft_wrap=True)
+    if self_check:
+        from .selfcheck import self_check as run_self_check
+
+        check = run_self_check(analysis)
+        report["self_check"] = check.to_dict()
+        verdict = "[green]passed[/]" if check.passed else "[red]FAILED[/]"
+        out.print(f"self-check {verdict}: {check.channels_removed} dead channels in {check.groups_checked} groups removed; "
+                  f"max abs output error {check.max_abs_error:.3g}; MACs planned {human(check.macs_planned)}, "
+                  f"measured {human(check.macs_measured)}", soft_wrap=True)
     _write_json(json_path, report)
+    if self_check and not report["self_check"]["passed"]:
+        raise OnnxPruneError("self-check failed: please report this model (the rewrite is not exact on it)")
     if plot_path:
         plot_groups(report, plot_path)
         out.print(f"plot written to {plot_path}")
