@@ -129,7 +129,7 @@ def analyze(model, input_shape, json_path, plot_path, details, self_check):
     shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in report["input_shapes"].items())
     out.print(f"MACs {human(t['macs'])} at {shapes} | params {human(t['params'])} | groups {t['groups']} "
               f"({t['prunable_groups']} prunable, {t['blocked_groups']} blocked) | prunable share of MACs {t['prunable_macs_share']:.1%}",
-              highlight=False)
+              highlight=False, soft_wrap=True)
     if t["nodes_without_macs_shape"]:
         err.print(f"warning: {len(t['nodes_without_macs_shape'])} layers have shapes that could not be inferred and count 0 MACs "
                   "(if an input has dynamic dims, --input-shape may resolve them)", soft_wrap=True)
@@ -190,7 +190,8 @@ def prune(model, output, criterion, ratio, global_rank, max_ratio, target_macs, 
     options = PruneOptions(criterion=criterion, ratio=ratio, global_rank=global_rank, max_ratio=max_ratio,
                            target_macs=target_macs, round_to=round_to, min_channels=min_channels,
                            exclude=tuple(exclude), plan=plan, seed=seed)
-    result = prune_file(model, output, options, _shapes(input_shape), plan_out=save_plan)
+    with err.status("pruning…", spinner="dots"):
+        result = prune_file(model, output, options, _shapes(input_shape), plan_out=save_plan)
     summary = result.to_dict()
     summary.update(model=str(model), output=str(output))
     table = Table(title=f"{model} → {output}", title_justify="left")
@@ -201,7 +202,11 @@ def prune(model, output, criterion, ratio, global_rank, max_ratio, target_macs, 
         table.add_row(label, human(b), human(a), f"{a / b:.1%}" if b else "-")
     out.print(table)
     out.print(f"groups: {result.groups_pruned} pruned, {result.groups_blocked} blocked, {result.groups_untouched} untouched | "
-              f"criterion {summary['criterion']} | {result.seconds:.2f} s", highlight=False)
+              f"criterion {summary['criterion']} | {result.seconds:.2f} s", highlight=False, soft_wrap=True)
+    odd = sum(1 for g in result.plan.groups.values() if g.removed and len(g.keep) % 8)
+    if round_to == 1 and odd:
+        out.print(f"hint: {odd} pruned groups keep a channel count that is not a multiple of 8; onnxruntime's fastest CPU "
+                  "convolutions (NCHWc) need multiples of 8 (AVX2) or 16 (AVX-512): try --round-to 16", soft_wrap=True)
     for note in result.notes:
         out.print(f"note: {note}", highlight=False)
     if save_plan:

@@ -12,6 +12,10 @@ Criteria (``CRITERIA``):
   Geometric Median", CVPR 2019). Uses output-filter slots only; without one, falls back to ``l2``.
 * ``random``: seeded uniform scores, a baseline.
 
+**BN-aware filters.** A producer filter followed by BatchNormalization is scored as if BN were
+folded into it (rows scaled by ``|gamma| / sqrt(var + eps)``), so a model ranks the same whether
+its exporter kept BN or folded it: BN makes the raw filter norm meaningless (scale invariance).
+
 **Aggregation over the group's slots.** A group's channel appears in several weight slots:
 producer filters (``W[c, ...]`` of each Conv/Gemm that outputs it), consumer columns
 (``W[:, c, ...]`` of each layer that reads it, all H*W columns after a Flatten), and for
@@ -78,7 +82,27 @@ def _fpgm(rows: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
     return np.sqrt(d2).sum(axis=1)
 
 
+def _bn_factors(analysis: Analysis, group: ChannelGroup) -> dict[int, np.ndarray]:
+    """Per producer node index: ``|gamma|/sqrt(var+eps)`` of the BatchNorm reading its output."""
+    factors: dict[int, np.ndarray] = {}
+    index = {id(n): i for i, n in enumerate(analysis.graph.nodes)}
+    for slot in group.slots:
+        node = analysis.graph.nodes[slot.node_index]
+        if node.op != "BatchNormalization" or slot.input_index != 1 or len(node.inputs) < 5:
+            continue
+        producers = node.inputs[0].inputs
+        if len(producers) != 1 or producers[0].op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+            continue
+        if len(node.inputs[0].outputs) != 1:
+            continue  # the raw conv output is read elsewhere too: its scale matters there
+        gamma = np.abs(np.asarray(node.inputs[1].values, dtype=np.float64))
+        var = np.asarray(node.inputs[4].values, dtype=np.float64)
+        factors[index[id(producers[0])]] = gamma / np.sqrt(var + float(node.attrs.get("epsilon", 1e-5)))
+    return factors
+
+
 def _aggregate(analysis: Analysis, group: ChannelGroup, roles, score_fn) -> np.ndarray | None:
+    factors = _bn_factors(analysis, group)
     position = np.full(len(analysis.root_of), -1, dtype=np.int64)
     position[group.units] = np.arange(group.channels)
     total = np.zeros(group.channels)
@@ -90,7 +114,10 @@ def _aggregate(analysis: Analysis, group: ChannelGroup, roles, score_fn) -> np.n
         inside = pos >= 0
         values = analysis.graph.nodes[slot.node_index].inputs[slot.input_index].values
         rows = np.moveaxis(np.asarray(values), slot.axis, 0)
-        rows = rows.reshape(rows.shape[0], -1)[inside].astype(np.float64)
+        rows = rows.reshape(rows.shape[0], -1).astype(np.float64)
+        if slot.role == OUT and slot.node_index in factors and len(factors[slot.node_index]) == len(rows):
+            rows = rows * factors[slot.node_index][:, None]
+        rows = rows[inside]
         present = np.unique(pos[inside])
         local = np.searchsorted(present, pos[inside])
         raw = score_fn(rows, local, len(present))
