@@ -166,6 +166,21 @@ class Tracer:
             return node.inputs[i]
         return None
 
+    def channel_input(self, node: gs.Node):
+        """``(x, axis, shape)`` of input 0 when it carries channels and its rank is known.
+
+        Returns None when it carries no channels (nothing to do) or, after blocking the node,
+        when its shape is unknown."""
+        x = self.input(node, 0)
+        xa = self.axis_of(x)
+        if xa is None:
+            return None
+        shape = self.shape(x)
+        if shape is None:
+            self.block(node, f"{node.op} with unknown input rank")
+            return None
+        return x, xa, shape
+
     # ---- recording ----
     def set_axis(self, node: gs.Node, tensor, axis: int, ids: np.ndarray) -> None:
         self.axes[tensor.name] = ChannelAxis(axis, ids)

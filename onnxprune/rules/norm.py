@@ -35,13 +35,10 @@ class ChannelNormRule(Rule):
 @register("LayerNormalization")
 class LayerNormRule(Rule):
     def trace(self, node, t) -> None:
-        x = t.input(node, 0)
-        xa, shape = t.axis_of(x), t.shape(x)
-        if xa is None:
+        found = t.channel_input(node)
+        if found is None:
             return
-        if shape is None:
-            t.block(node, "LayerNormalization with unknown input rank")
-            return
+        x, xa, shape = found
         if xa.axis >= norm_axis(int(node.attrs.get("axis", -1)), len(shape)):
             t.block(node, "LayerNormalization normalizes over the channel axis")
             return

@@ -88,13 +88,10 @@ def _split_sizes(node, t, dim: int) -> list[int] | None:
 @register("Split")
 class SplitRule(Rule):
     def trace(self, node, t) -> None:
-        x = t.input(node, 0)
-        xa, shape = t.axis_of(x), t.shape(x)
-        if xa is None:
+        found = t.channel_input(node)
+        if found is None:
             return
-        if shape is None:
-            t.block(node, "Split with unknown input rank")
-            return
+        x, xa, shape = found
         axis = norm_axis(int(node.attrs.get("axis", 0)), len(shape))
         if axis != xa.axis:
             for k in range(len(node.outputs)):
@@ -150,13 +147,13 @@ def _slice_params(node, t, rank: int):
 @register("Slice")
 class SliceRule(Rule):
     def trace(self, node, t) -> None:
-        x = t.input(node, 0)
-        xa, shape = t.axis_of(x), t.shape(x)
-        if xa is None:
+        found = t.channel_input(node)
+        if found is None:
             return
-        params = None if shape is None else _slice_params(node, t, len(shape))
+        x, xa, shape = found
+        params = _slice_params(node, t, len(shape))
         if params is None:
-            t.block(node, "Slice with computed bounds or unknown rank")
+            t.block(node, "Slice with computed bounds")
             return
         starts, ends, axes, steps = params
         if xa.axis not in axes:
@@ -277,13 +274,10 @@ class ReshapeRule(_MergeRule):
 @register("Transpose")
 class TransposeRule(Rule):
     def trace(self, node, t) -> None:
-        x = t.input(node, 0)
-        xa, shape = t.axis_of(x), t.shape(x)
-        if xa is None:
+        found = t.channel_input(node)
+        if found is None:
             return
-        if shape is None:
-            t.block(node, "Transpose with unknown rank")
-            return
+        x, xa, shape = found
         perm = list(node.attrs.get("perm", list(range(len(shape)))[::-1]))
         t.set_axis(node, node.outputs[0], perm.index(xa.axis), xa.ids)
 
@@ -300,13 +294,10 @@ def _raw_axes(node, t) -> list[int] | None:
 @register("Squeeze")
 class SqueezeRule(Rule):
     def trace(self, node, t) -> None:
-        x = t.input(node, 0)
-        xa, shape = t.axis_of(x), t.shape(x)
-        if xa is None:
+        found = t.channel_input(node)
+        if found is None:
             return
-        if shape is None:
-            t.block(node, "Squeeze with unknown rank")
-            return
+        x, xa, shape = found
         axes = _raw_axes(node, t)
         axes = None if axes is None else [norm_axis(a, len(shape)) for a in axes]
         if axes is None:
@@ -323,13 +314,13 @@ class SqueezeRule(Rule):
 @register("Unsqueeze")
 class UnsqueezeRule(Rule):
     def trace(self, node, t) -> None:
-        x = t.input(node, 0)
-        xa, shape = t.axis_of(x), t.shape(x)
-        if xa is None:
+        found = t.channel_input(node)
+        if found is None:
             return
+        x, xa, shape = found
         axes = _raw_axes(node, t)
-        if axes is None or shape is None:
-            t.block(node, "Unsqueeze with computed axes or unknown rank")
+        if axes is None:
+            t.block(node, "Unsqueeze with computed axes")
             return
         axes = [norm_axis(a, len(shape) + len(axes)) for a in axes]
         kept_positions = [p for p in range(len(shape) + len(axes)) if p not in axes]

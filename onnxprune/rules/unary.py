@@ -65,13 +65,10 @@ class SoftmaxRule(Rule):
     """Normalizing over the channel axis mixes channels; before opset 13 the op flattens from ``axis``."""
 
     def trace(self, node, t) -> None:
-        x = t.input(node, 0)
-        xa, shape = t.axis_of(x), t.shape(x)
-        if xa is None:
+        found = t.channel_input(node)
+        if found is None:
             return
-        if shape is None:
-            t.block(node, f"{node.op} with unknown input rank")
-            return
+        x, xa, shape = found
         default = -1 if t.opset >= 13 else 1
         axis = norm_axis(int(node.attrs.get("axis", default)), len(shape))
         mixes = xa.axis == axis if t.opset >= 13 else xa.axis >= axis
@@ -90,13 +87,10 @@ class ReduceRule(Rule):
     """A reduction over spatial axes is a pass-through; over the channel axis it freezes them."""
 
     def trace(self, node, t) -> None:
-        x = t.input(node, 0)
-        xa, shape = t.axis_of(x), t.shape(x)
-        if xa is None:
+        found = t.channel_input(node)
+        if found is None:
             return
-        if shape is None:
-            t.block(node, f"{node.op} with unknown input rank")
-            return
+        x, xa, shape = found
         axes_input = t.input(node, 1)
         if axes_input is not None:
             if t.const(axes_input) is None:
@@ -124,14 +118,14 @@ class PadRule(Rule):
     """A pass-through when the pads of the channel axis are constant zeros."""
 
     def trace(self, node, t) -> None:
-        x = t.input(node, 0)
-        xa, shape = t.axis_of(x), t.shape(x)
-        if xa is None:
+        found = t.channel_input(node)
+        if found is None:
             return
+        x, xa, shape = found
         if t.input(node, 1) is not None:
             pads = t.const(node.inputs[1])
             axes_in = t.input(node, 3)
-            if pads is None or (axes_in is not None and t.const(axes_in) is None) or shape is None:
+            if pads is None or (axes_in is not None and t.const(axes_in) is None):
                 t.block(node, "Pad with computed pads")
                 return
             pads = int_list(pads)
