@@ -181,6 +181,16 @@ class Tracer:
             return None
         return x, xa, shape
 
+    def nchw_input(self, node: gs.Node) -> ChannelAxis | None:
+        """Channel ids of input 0 for ops defined on ``[N, C, ...]`` (norms, pooling).
+
+        None when it carries no channels, or (after blocking the node) when they are not on axis 1."""
+        xa = self.axis_of(self.input(node, 0))
+        if xa is not None and xa.axis != 1:
+            self.block(node, f"{node.op} over a tensor whose channels are not on axis 1")
+            return None
+        return xa
+
     # ---- recording ----
     def set_axis(self, node: gs.Node, tensor, axis: int, ids: np.ndarray) -> None:
         self.axes[tensor.name] = ChannelAxis(axis, ids)

@@ -15,11 +15,8 @@ from .base import Rule, norm_axis, register
 @register("BatchNormalization", "InstanceNormalization")
 class ChannelNormRule(Rule):
     def trace(self, node, t) -> None:
-        xa = t.axis_of(t.input(node, 0))
+        xa = t.nchw_input(node)
         if xa is None:
-            return
-        if xa.axis != 1:
-            t.block(node, f"{node.op} over a tensor whose channels are not on axis 1")
             return
         params = [i for i in range(1, len(node.inputs)) if t.input(node, i) is not None]
         for i in params:

@@ -51,11 +51,8 @@ class PoolRule(Rule):
     """Pooling is over the spatial axes 2.. of ``[N, C, ...]``; channels must be on axis 1."""
 
     def trace(self, node, t) -> None:
-        xa = t.axis_of(t.input(node, 0))
+        xa = t.nchw_input(node)
         if xa is None:
-            return
-        if xa.axis != 1:
-            t.block(node, f"{node.op} over a tensor whose channels are not on axis 1")
             return
         t.passthrough(node)
 
