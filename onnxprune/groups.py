@@ -33,7 +33,6 @@ from .graph import infer_shapes, opset_of
 
 # Slot roles. Importance uses "out" (filters), "in" (consumer columns) and "norm" (BN scale).
 OUT, IN, NORM, BIAS, CONST = "out", "in", "norm", "bias", "const"
-WEIGHT_ROLES = (OUT, IN)
 
 
 class UnionFind:
@@ -261,7 +260,6 @@ class Analysis:
     groups: list[ChannelGroup]
     root_of: np.ndarray
     frozen_units: dict[int, list[str]]
-    warnings: list[str]
 
     def group(self, group_id: str) -> ChannelGroup:
         for g in self.groups:
@@ -295,7 +293,6 @@ def analyze(model: onnx.ModelProto, input_shapes: dict | None = None) -> Analysi
     if len(graph.nodes) != len(model.graph.node):
         raise OnnxPruneError("internal error: graph-surgeon view does not match the model's nodes")
     tracer = Tracer(graph, shapes, opset_of(model))
-    warnings: list[str] = []
     for node in graph.nodes:
         for name in _subgraph_reads(node):
             ax = tracer.axes.get(name)
@@ -323,7 +320,6 @@ def analyze(model: onnx.ModelProto, input_shapes: dict | None = None) -> Analysi
         groups=groups,
         root_of=root_of,
         frozen_units=frozen_units,
-        warnings=warnings,
     )
 
 
