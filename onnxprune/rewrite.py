@@ -136,10 +136,36 @@ def apply_removal(analysis: Analysis, removed_units: np.ndarray) -> onnx.ModelPr
         if rule is not None:
             rule.rewrite(node, rw)
     model = rw.model
+    _drop_orphaned(analysis.model.graph, model.graph)
     _sync_initializer_inputs(model)
     del model.graph.value_info[:]
     model.graph.value_info.extend(infer_value_info(model))
     return model
+
+
+def _drop_orphaned(before: onnx.GraphProto, after: onnx.GraphProto) -> None:
+    """Remove nodes (and folded constants) that the rewrite left unread, e.g. the Shape/Concat
+    subgraph that computed a Reshape target now replaced by a constant. Nodes and initializers
+    already unread in the input model are kept as they were."""
+    def readers(graph):
+        names = {o.name for o in graph.output}
+        for node in graph.node:
+            names.update(node.input)
+        return names
+
+    was_read = readers(before)
+    while True:
+        read = readers(after)
+        keep = [n for n in after.node if any(o in read or o not in was_read for o in n.output)]
+        if len(keep) == len(after.node):
+            break
+        del after.node[:]
+        after.node.extend(keep)
+    read = readers(after)
+    inits = [t for t in after.initializer if t.name in read or t.name not in was_read]
+    if len(inits) != len(after.initializer):
+        del after.initializer[:]
+        after.initializer.extend(inits)
 
 
 def _sync_initializer_inputs(model: onnx.ModelProto) -> None:

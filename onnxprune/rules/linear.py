@@ -49,11 +49,20 @@ class GemmRule(Rule):
 
 @register("MatMul")
 class MatMulRule(Rule):
+    """``A @ B`` with a constant 2-D ``B`` is a linear layer (above). With two activations
+    (attention), channel ids on a batch axis of both are coupled (the head axis of
+    ``Q @ K^T`` and ``P @ V``), ids on the contracted axes of both are coupled (the sum over
+    them loses nothing when both go), and ids on A's row or B's column axis carry to the output.
+    """
+
     def trace(self, node, t) -> None:
         a, b = node.inputs[0], node.inputs[1]
         weight, aa, a_shape = t.const(b), t.axis_of(a), t.shape(a)
+        if weight is None and t.const(a) is None:
+            self._activations(node, t)
+            return
         if weight is None or weight.ndim != 2 or a_shape is None:
-            t.block(node, "MatMul without a constant 2-D weight (activation x activation)")
+            t.block(node, "MatMul with a constant first operand or a weight that is not 2-D")
             return
         last = len(a_shape) - 1
         if aa is not None and (aa.axis != last or len(aa.ids) != weight.shape[0]):
@@ -63,6 +72,33 @@ class MatMulRule(Rule):
         t.slot(node, 1, 1, out, OUT)
         if aa is not None:
             t.slot(node, 1, 0, aa.ids, IN)
+
+    @staticmethod
+    def _activations(node, t) -> None:
+        a, b, y = node.inputs[0], node.inputs[1], node.outputs[0]
+        aa, ba = t.axis_of(a), t.axis_of(b)
+        ra, rb, ry = (len(s) if s is not None else None for s in (t.shape(a), t.shape(b), t.shape(y)))
+        if aa is None and ba is None:
+            return
+        if None in (ra, rb, ry) or min(ra, rb) < 2:
+            t.block(node, "MatMul of activations with unknown or 1-D shapes")
+            return
+        # Position of each traced axis in the output's frame (batch axes align from the right).
+        pos_a = None if aa is None else ("batch", aa.axis + ry - ra) if aa.axis < ra - 2 else ("row", ry - 2) if aa.axis == ra - 2 else ("sum", None)
+        pos_b = None if ba is None else ("batch", ba.axis + ry - rb) if ba.axis < rb - 2 else ("sum", None) if ba.axis == rb - 2 else ("col", ry - 1)
+        if pos_a is not None and pos_b is not None:
+            if pos_a != pos_b or len(aa.ids) != len(ba.ids):
+                t.block(node, "MatMul of activations with channels on different axes")
+                return
+            t.union(aa.ids, ba.ids)
+            if pos_a[0] == "batch":
+                t.set_axis(node, y, pos_a[1], aa.ids)
+            return
+        traced, pos = (aa, pos_a) if aa is not None else (ba, pos_b)
+        if pos[0] in ("batch", "sum"):
+            t.block(node, "MatMul couples channels with an untraced operand")
+            return
+        t.set_axis(node, y, pos[1], traced.ids)
 
     def macs(self, node, shape) -> int:
         a, y = shape(node.inputs[0]), shape(node.outputs[0])

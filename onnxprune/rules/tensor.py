@@ -9,7 +9,9 @@ Index maps:
   recomputes split sizes and slice bounds from the kept channels.
 * **Flatten** and **Reshape** that merge the channel axis with neighbouring dims expand each id
   over the columns it becomes (``np.repeat``/``np.tile``), so a following Gemm/MatMul slices
-  exactly those columns. Reshapes that split the channel axis, or merge it into the batch, freeze.
+  exactly those columns. A Reshape that splits the channel axis into (outer, inner) dims, as
+  attention does into heads, makes each outer index (a head) one unit. Reshapes that mix the
+  channel axis otherwise, or merge it into the batch, freeze.
 """
 
 from __future__ import annotations
@@ -213,10 +215,41 @@ def _find_merge(in_shape, out_shape, c: int):
     return None
 
 
-class _MergeRule(Rule):
-    """Shared by Flatten and Reshape: both map the channel axis to one merged output axis."""
+def _find_split(in_shape, out_shape, c: int):
+    """The (p, k) such that input dim ``c`` becomes output dims ``[c, c+k)``, other dims equal;
+    ``p`` is the first of those dims larger than 1 (the outer, e.g. the head axis of
+    ``[B,T,D] -> [B,T,H,Dh]``). None when the reshape is no such split."""
+    if tuple(out_shape[:c]) != tuple(in_shape[:c]):
+        return None
+    for k in range(2, len(out_shape) - c + 1):
+        if numel(out_shape[c:c + k]) == in_shape[c] and tuple(out_shape[c + k:]) == tuple(in_shape[c + 1:]):
+            p = next((c + i for i in range(k) if out_shape[c + i] > 1), c)
+            return p, k
+    return None
 
-    def merge(self, node, t):
+
+def _channel_map(in_shape, out_shape, c: int):
+    """How a reshape moves channel axis ``c``: ``("merge", j, k)`` (input dims ``[j, k)`` become
+    output dim ``j``), ``("split", p, k)`` (dim ``c`` becomes dims ``[c, c+k)``, channels on the
+    outer one, ``p``), or None (the reshape mixes channels with other dims)."""
+    found = _find_merge(in_shape, out_shape, c)
+    if found is not None:
+        return ("merge",) + found
+    found = _find_split(in_shape, out_shape, c)
+    return None if found is None else ("split",) + found
+
+
+class _ReshapeLikeRule(Rule):
+    """Shared by Flatten and Reshape.
+
+    * A **merge** of the channel axis with neighbouring dims repeats each id over the columns it
+      becomes (Flatten before a Gemm).
+    * A **split** of the channel axis into ``(outer, inner)`` dims, e.g. attention's
+      ``[B,T,D] -> [B,T,H,Dh]``, ties each run of ``inner`` channels into one unit (a head, or a
+      channel-shuffle group) and puts the channel ids on the outer axis: whole heads go.
+    """
+
+    def map_channels(self, node, t):
         x = t.input(node, 0)
         xa, in_shape, out_shape = t.axis_of(x), t.shape(x), t.shape(node.outputs[0])
         if xa is None:
@@ -224,50 +257,72 @@ class _MergeRule(Rule):
         if numel(in_shape) is None or numel(out_shape) is None:
             t.block(node, f"{node.op} with unknown shapes")
             return None
-        found = _find_merge(in_shape, out_shape, xa.axis)
+        found = _channel_map(in_shape, out_shape, xa.axis)
         if found is None:
-            t.block(node, f"{node.op} splits the channel axis or merges it into the batch axis")
+            t.block(node, f"{node.op} mixes the channel axis with other dims or merges it into the batch axis")
             return None
-        j, k = found
-        t.set_axis(node, node.outputs[0], j, merged_ids(xa.ids, in_shape, xa.axis, j, k))
-        return j
+        kind, axis, k = found
+        if kind == "merge":
+            ids = merged_ids(xa.ids, in_shape, xa.axis, axis, k)
+        else:
+            inner = numel(out_shape[axis + 1:xa.axis + k])
+            if inner > 1:
+                for h in range(len(xa.ids) // inner):
+                    t.union_all(xa.ids[h * inner:(h + 1) * inner])
+            ids = xa.ids[::inner]
+        t.set_axis(node, node.outputs[0], axis, ids)
+        return found
 
 
 @register("Flatten")
-class FlattenRule(_MergeRule):
+class FlattenRule(_ReshapeLikeRule):
     def trace(self, node, t) -> None:
-        self.merge(node, t)
+        found = self.map_channels(node, t)
+        if found is not None and found[0] != "merge":
+            t.block(node, "Flatten that splits the channel axis")
 
 
 @register("Reshape")
-class ReshapeRule(_MergeRule):
-    """The target is rewritten at the merged axis: a constant target keeps its other entries;
-    a computed target (e.g. Paddle's ``Concat(Shape(x)[0:1], [C])``) is replaced by
-    ``[0, ..., 0, kept, -1?]``, which keeps the batch and trailing dims dynamic."""
+class ReshapeRule(_ReshapeLikeRule):
+    """The target is rewritten at the channel axis. A constant target keeps its other entries.
+    A computed target (Paddle's ``Concat(Shape(x)[0:1], [C])``, torch's head reshapes built from
+    ``Shape``) is replaced by ``[0, ..., 0, kept, inner..., -1?]``: zeros copy the leading dims,
+    so batch and sequence stay dynamic."""
 
     def trace(self, node, t) -> None:
-        j = self.merge(node, t)
-        if j is None:
+        found = self.map_channels(node, t)
+        if found is None:
             return
-        out_rank = len(t.shape(node.outputs[0]))
-        if t.const(node.inputs[1]) is None and out_rank - j - 1 > 1:
+        if t.const(node.inputs[1]) is None and len(self._synthesized_tail(found, t.shape(node.outputs[0]), t.axis_of(node.inputs[0]).axis)) > 1:
             t.block(node, "Reshape with a computed target and several trailing dims")
+
+    @staticmethod
+    def _synthesized_tail(found, out_shape, c: int) -> list:
+        kind, axis, k = found
+        end = axis + 1 if kind == "merge" else c + k
+        return list(out_shape[end:])
 
     def rewrite(self, node, rw) -> None:
         out = node.outputs[0]
         oa = rw.axis_of(out)
         if oa is None or rw.kept(out) == rw.channels(out):
             return
-        j, kept = oa.axis, rw.kept(out)
+        axis, kept = oa.axis, rw.kept(out)
         target = node.inputs[1]
         if hasattr(target, "values"):
             values = np.array(target.values, copy=True)
-            if values[j] in (0, -1):
+            if values[axis] in (0, -1):
                 return
-            values[j] = kept
+            values[axis] = kept
         else:
-            rank = len(rw.shape(out))
-            values = np.array([0] * j + [kept] + [-1] * (rank - j - 1), dtype=np.int64)
+            c = rw.axis_of(node.inputs[0]).axis
+            out_shape = rw.shape(out)
+            found = _channel_map(rw.shape(node.inputs[0]), out_shape, c)
+            kind, _, k = found
+            middle = [] if kind == "merge" else list(out_shape[axis + 1:c + k])
+            head = [0] * min(c, axis) + list(out_shape[min(c, axis):axis])
+            tail = [-1] * len(self._synthesized_tail(found, out_shape, c))
+            values = np.array(head + [kept] + middle + tail, dtype=np.int64)
         rw.set_const_input(node, 1, values)
 
 
