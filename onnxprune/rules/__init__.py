@@ -8,6 +8,6 @@ custom domain) have no rule: the analyzer freezes their channels and reports why
 from __future__ import annotations
 
 from .base import Rule, register, registered_ops, rule_for
-from . import conv, elementwise, linear, norm, tensor, unary  # noqa: F401  (registration)
+from . import conv, elementwise, linear, norm, recurrent, tensor, unary  # noqa: F401  (registration)
 
 __all__ = ["Rule", "register", "registered_ops", "rule_for"]

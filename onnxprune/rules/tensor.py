@@ -228,15 +228,33 @@ def _find_split(in_shape, out_shape, c: int):
     return None
 
 
+def _find_move(in_shape, out_shape, c: int):
+    """The output axis of channel axis ``c`` when the reshape only adds, drops or moves size-1
+    dims (tf2onnx writes an NCHW->NHWC transpose at 1x1 as ``[N,C,1,1] -> [-1,1,1,C]``). The
+    batch axis 0 stays first on both sides; None otherwise."""
+    if in_shape[c] == 1 or in_shape[0] != out_shape[0]:
+        return None
+    big_in = [(a, d) for a, d in enumerate(in_shape) if d != 1 and a > 0]
+    big_out = [(a, d) for a, d in enumerate(out_shape) if d != 1 and a > 0]
+    if [d for _, d in big_in] != [d for _, d in big_out]:
+        return None
+    axis = big_out[[a for a, _ in big_in].index(c)][0]
+    return axis if axis > 0 else None
+
+
 def _channel_map(in_shape, out_shape, c: int):
     """How a reshape moves channel axis ``c``: ``("merge", j, k)`` (input dims ``[j, k)`` become
     output dim ``j``), ``("split", p, k)`` (dim ``c`` becomes dims ``[c, c+k)``, channels on the
-    outer one, ``p``), or None (the reshape mixes channels with other dims)."""
+    outer one, ``p``), ``("move", p, 0)`` (only size-1 dims change; channels land on axis ``p``),
+    or None (the reshape mixes channels with other dims)."""
     found = _find_merge(in_shape, out_shape, c)
     if found is not None:
         return ("merge",) + found
     found = _find_split(in_shape, out_shape, c)
-    return None if found is None else ("split",) + found
+    if found is not None:
+        return ("split",) + found
+    axis = _find_move(in_shape, out_shape, c)
+    return None if axis is None else ("move", axis, 0)
 
 
 class _ReshapeLikeRule(Rule):
@@ -264,6 +282,8 @@ class _ReshapeLikeRule(Rule):
         kind, axis, k = found
         if kind == "merge":
             ids = merged_ids(xa.ids, in_shape, xa.axis, axis, k)
+        elif kind == "move":
+            ids = xa.ids
         else:
             inner = numel(out_shape[axis + 1:xa.axis + k])
             if inner > 1:
@@ -279,7 +299,7 @@ class FlattenRule(_ReshapeLikeRule):
     def trace(self, node, t) -> None:
         found = self.map_channels(node, t)
         if found is not None and found[0] != "merge":
-            t.block(node, "Flatten that splits the channel axis")
+            t.block(node, "Flatten that does not merge the channel axis")
 
 
 @register("Reshape")
@@ -291,9 +311,11 @@ class ReshapeRule(_ReshapeLikeRule):
 
     def trace(self, node, t) -> None:
         found = self.map_channels(node, t)
-        if found is None:
+        if found is None or t.const(node.inputs[1]) is not None:
             return
-        if t.const(node.inputs[1]) is None and len(self._synthesized_tail(found, t.shape(node.outputs[0]), t.axis_of(node.inputs[0]).axis)) > 1:
+        if found[0] == "move":
+            t.block(node, "Reshape that moves the channel axis with a computed target")
+        elif len(self._synthesized_tail(found, t.shape(node.outputs[0]), t.axis_of(node.inputs[0]).axis)) > 1:
             t.block(node, "Reshape with a computed target and several trailing dims")
 
     @staticmethod
@@ -324,6 +346,25 @@ class ReshapeRule(_ReshapeLikeRule):
             tail = [-1] * len(self._synthesized_tail(found, out_shape, c))
             values = np.array(head + [kept] + middle + tail, dtype=np.int64)
         rw.set_const_input(node, 1, values)
+
+
+@register("Gather")
+class GatherRule(Rule):
+    """Constant indices along a non-channel axis (picking time steps or tokens) pass channels
+    through; a scalar index drops that axis. Gathering along the channel axis freezes it."""
+
+    def trace(self, node, t) -> None:
+        found = t.channel_input(node)
+        if found is None:
+            return
+        _, xa, shape = found
+        indices = t.const(node.inputs[1])
+        axis = norm_axis(int(node.attrs.get("axis", 0)), len(shape))
+        if indices is None or axis == xa.axis:
+            t.block(node, "Gather along the channel axis or with computed indices")
+            return
+        shift = indices.ndim - 1  # the gathered axis is replaced by the indices' dims
+        t.set_axis(node, node.outputs[0], xa.axis + shift if axis < xa.axis else xa.axis, xa.ids)
 
 
 @register("Transpose")

@@ -112,7 +112,8 @@ class ReduceRule(Rule):
 
 @register("Pad")
 class PadRule(Rule):
-    """A pass-through when the pads of the channel axis are constant zeros."""
+    """A pass-through when the pads of the channel axis are constant zeros, or computed pads
+    leave the channel dim unchanged (exporters compute spatial "SAME" pads from ``Shape``)."""
 
     def trace(self, node, t) -> None:
         found = t.channel_input(node)
@@ -123,7 +124,12 @@ class PadRule(Rule):
             pads = t.const(node.inputs[1])
             axes_in = t.input(node, 3)
             if pads is None or (axes_in is not None and t.const(axes_in) is None):
-                t.block(node, "Pad with computed pads")
+                # Computed pads (TF "SAME" padding from Shape): fine while the channel dim is unchanged.
+                out_shape = t.shape(node.outputs[0])
+                if out_shape is None or out_shape[xa.axis] != shape[xa.axis]:
+                    t.block(node, "Pad with computed pads that may pad the channel axis")
+                    return
+                t.passthrough(node)
                 return
             pads = int_list(pads)
             axes = int_list(t.const(axes_in)) if axes_in is not None else list(range(len(shape)))
