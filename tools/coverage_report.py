@@ -27,19 +27,26 @@ import numpy as np  # noqa: E402
 from onnxprune.cost import CostModel  # noqa: E402
 from onnxprune.prune import PruneOptions, load_and_analyze, prune_file  # noqa: E402
 from onnxprune.report import analysis_report  # noqa: E402
-from onnxprune.selfcheck import run  # noqa: E402
-from onnxprune.selfcheck import self_check  # noqa: E402
+from onnxprune.selfcheck import random_feeds, run, self_check  # noqa: E402
 
 
 def sources(tmp: Path):
     """(row name, onnx path, input shapes) for every model in the report."""
     yield "digits ResNet-8 (shipped default)", ROOT / "models/digits/resnet8_digits.onnx", {}
     try:
+        import onnx
+        from test_thirdparty import CASES
         from thirdparty import PPOCR_CLS, wheel_file
 
         yield "PP-OCR text-direction classifier (Paddle, opset 11)", wheel_file(*PPOCR_CLS), {"x": (1, 3, 48, 192)}
+        for case in CASES:
+            path = wheel_file(*case.source)
+            model = onnx.load(path, load_external_data=False)
+            exporter = model.producer_name or "paddle2onnx"
+            opset = next(i.version for i in model.opset_import if i.domain in ("", "ai.onnx"))
+            yield f"{case.id} ({case.source[0]}; {exporter}, opset {opset})", path, case.shapes
     except Exception as exc:  # reported, not hidden
-        print(f"PP-OCR classifier unavailable: {exc}", file=sys.stderr)
+        print(f"third-party files unavailable: {exc}", file=sys.stderr)
     try:
         from models import ARCHITECTURES, build
         from models.export import export_onnx
@@ -58,10 +65,7 @@ def row(name: str, path: Path, shapes: dict, tmp: Path) -> dict:
     check = self_check(analysis)
     out = tmp / f"pruned_{path.stem}.onnx"
     result = prune_file(path, out, PruneOptions(ratio=0.5), shapes)
-    feeds = {k: np.random.default_rng(0).standard_normal(v).astype(np.float32)
-             for k, v in ((i.name, analysis.shapes[i.name]) for i in analysis.model.graph.input
-                          if i.name not in {t.name for t in analysis.model.graph.initializer})}
-    runs = all(np.isfinite(o).all() for o in run(result.model, feeds))
+    runs = all(np.isfinite(o).all() for o in run(result.model, random_feeds(analysis)))
     reasons = Counter(r.split(" (node")[0] for g in analysis.groups for r in g.blocked[:1])
     t = report["totals"]
     return {
