@@ -83,7 +83,9 @@ def randomize_bn(
 ) -> None:
     """Make every BatchNorm layer in ``module`` a non-identity with per-channel variety.
 
-    γ ~ U(0.5, 1.5) and β ~ U(-0.25, 0.25). Running statistics: if ``calibration_input``
+    γ ~ U(0.5, 1.5) and β ~ U(-0.25, 0.25); every affine ``nn.LayerNorm`` (ConvNeXt,
+    transformers) gets the same draw, since a fresh one (γ=1, β=0) would tie every
+    channel for γ-based criteria. Running statistics: if ``calibration_input``
     (a batch that ``module`` accepts, N ≥ 2) is given, they are measured on it by one
     forward pass in train mode with a cumulative average, so that every BN normalises
     its real input and activations keep unit scale (given enough values per channel:
@@ -96,11 +98,20 @@ def randomize_bn(
     the YOLO net, made its outputs 2-4x larger.
     """
     bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    layer_norms = [
+        m for m in module.modules()
+        if isinstance(m, nn.LayerNorm) and m.elementwise_affine and m.weight is not None
+    ]
     with torch.no_grad():
         for bn in bns:
             if bn.affine:
                 bn.weight.uniform_(0.5, 1.5, generator=generator)
                 bn.bias.uniform_(-0.25, 0.25, generator=generator)
+        # After every BN draw, so models without LayerNorm keep their exact weights.
+        for ln in layer_norms:
+            ln.weight.uniform_(0.5, 1.5, generator=generator)
+            if ln.bias is not None:
+                ln.bias.uniform_(-0.25, 0.25, generator=generator)
         tracked = [bn for bn in bns if bn.track_running_stats]
         if calibration_input is None:
             for bn in tracked:
@@ -138,3 +149,30 @@ def seeded(
     noise = torch.randn((calibration_batch, *input_shape[1:]), generator=generator)
     randomize_bn(model, generator, noise)
     return model
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation gate ``x * gate(expand(act(reduce(mean_hw(x)))))`` with an
+    explicit hidden width (Hu et al. 2018; the MobileNetV3, EfficientNet and RegNetY
+    variants differ only in ``hidden``, ``act`` and ``gate``).
+
+    Input and output ``(N, channels, H, W)``; the gate is ``(N, channels, 1, 1)``, so in
+    ONNX the final ``Mul`` broadcasts and couples the trunk with the expand conv's outputs.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        hidden: int,
+        act: Activation = nn.ReLU,
+        gate: Activation = nn.Sigmoid,
+    ) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.reduce = nn.Conv2d(channels, hidden, 1)
+        self.act = act()
+        self.expand = nn.Conv2d(hidden, channels, 1)
+        self.gate = gate()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.expand(self.act(self.reduce(self.pool(x)))))
