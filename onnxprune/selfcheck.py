@@ -18,7 +18,7 @@ from onnx import numpy_helper
 
 from .cost import CostModel
 from .groups import BIAS, IN, NORM, OUT, Analysis, analyze
-from .plan import GroupPlan, PruningPlan
+from .plan import GroupPlan, PruningPlan, fill_empty_tensors
 from .rewrite import apply_removal
 
 ZEROED_ROLES = (OUT, IN, NORM, BIAS)
@@ -118,6 +118,7 @@ def self_check(analysis: Analysis, fraction: float = 0.5, seed: int = 0) -> Self
     Errors: ``OnnxPruneError`` if the model has dynamic dims the analysis could not fix.
     """
     plan = dead_channel_plan(analysis, fraction, seed)
+    fill_empty_tensors(plan, analysis, {})  # e.g. a whole Split output: give one channel back
     removed = plan.removed_units(analysis)
     killed = kill_channels(analysis, removed)
     killed_analysis = analyze(killed, analysis.input_shapes)

@@ -57,6 +57,25 @@ def sources(tmp: Path):
         path = tmp / f"{name}.onnx"
         export_onnx(build(name), path, arch.input_shape, fold_bn=False, dynamic_batch=True)
         yield f"{name} ({arch.description.split(',')[0].split(':')[0]})", path, {}
+    yield from variants(tmp)
+
+
+def variants(tmp: Path):
+    """Other export styles of the same networks: dynamo (symbolic dims), fused attention, fp16."""
+    from models import ARCHITECTURES, build
+    from models.export import export_onnx, fuse_attention, to_fp16
+
+    shape = ARCHITECTURES["resnet20"].input_shape
+    path = tmp / "resnet20_dynamo.onnx"
+    export_onnx(build("resnet20"), path, shape, dynamo=True, dynamic_batch=True)
+    yield "resnet20, dynamo exporter (symbolic batch dim)", path, {}
+    path = tmp / "vit_dynamo.onnx"
+    export_onnx(build("vit"), path, ARCHITECTURES["vit"].input_shape, dynamo=True, dynamic_batch=True)
+    yield "vit, dynamo exporter", path, {}
+    fused = fuse_attention(tmp / "bert.onnx", tmp / "bert_fused.onnx", num_heads=4, hidden_size=64)
+    yield "bert, onnxruntime-fused com.microsoft Attention", fused, {}
+    half = to_fp16(tmp / "resnet20.onnx", tmp / "resnet20_fp16.onnx")
+    yield "resnet20, fp16 weights and I/O", half, {}
 
 
 def row(name: str, path: Path, shapes: dict, tmp: Path) -> dict:
