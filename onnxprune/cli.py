@@ -41,8 +41,10 @@ def _errors(fn):
         except OnnxPruneError as exc:
             err.print(f"[bold red]error:[/] {rich_escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            err.print("interrupted; nothing was written")
+        except KeyboardInterrupt as exc:
+            written = getattr(exc, "written", None)  # set when SIGINT came while an output was committed
+            err.print(f"interrupted after {written} was written" if written else "interrupted; nothing was written",
+                      highlight=False, markup=False, soft_wrap=True)
             sys.exit(130)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
@@ -178,7 +180,6 @@ def prune(model, output, criterion, ratio, global_rank, max_ratio, target_macs, 
     """
     from .plan import PruningPlan
     from .prune import PruneOptions, prune_file
-    from .report import human
 
     plan = None
     save_plan = None
@@ -192,6 +193,16 @@ def prune(model, output, criterion, ratio, global_rank, max_ratio, target_macs, 
                            exclude=tuple(exclude), plan=plan, seed=seed)
     with err.status("pruning…", spinner="dots"):
         result = prune_file(model, output, options, _shapes(input_shape), plan_out=save_plan)
+    try:
+        _prune_report(model, output, result, round_to, save_plan, json_path)
+    except KeyboardInterrupt as exc:
+        exc.written = str(output)  # for the message: the model was written before the interrupt
+        raise
+
+
+def _prune_report(model, output, result, round_to, save_plan, json_path) -> None:
+    from .report import human
+
     summary = result.to_dict()
     summary.update(model=str(model), output=str(output))
     table = Table(title=f"{model} → {output}", title_justify="left")

@@ -7,8 +7,13 @@ graph-surgeon view is node ``i`` of the proto.
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import os
+import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +33,9 @@ FOLDABLE_OPS = {
     "ConstantOfShape", "Equal", "Where",
 }
 _MAX_FOLD_ELEMENTS = 1 << 26
+# Protobuf cannot serialize a message of 2 GiB or more: models above this (less a margin for the
+# graph itself) are checked by path and saved with external data.
+PROTOBUF_LIMIT = (1 << 31) - (1 << 26)
 _SMALL = 4096  # a folded output may be larger than its inputs only up to this many elements
 
 
@@ -35,7 +43,18 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     """Read an ONNX file, with its external data, and reject what is not a usable model.
 
     Errors (``OnnxPruneError``): missing file, not a protobuf, truncated protobuf, an empty
-    graph, external data that points outside the model's folder.
+    graph, external data that points outside the model's folder or is missing.
+    """
+    return read_model(path)[0]
+
+
+def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, list[Path]]:
+    """:func:`load_model`, and the external data files it read (empty: none; resolved paths).
+
+    Memory: one copy of the weights. With external data the model file itself is small: it is
+    checked by path (``onnx.checker`` verifies the data references without reading them, and
+    works above the 2 GB protobuf limit), then each tensor's bytes are read into the proto.
+    Without external data the file's bytes are checked before parsing and dropped after.
     """
     path = Path(path)
     if not path.is_file():
@@ -51,34 +70,158 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise OnnxPruneError(f"{path}: not a valid ONNX file (no graph or IR version)")
     if len(model.graph.node) == 0:
         raise OnnxPruneError(f"{path}: the graph has no nodes")
-    external = _load_external_data(model, path.parent)
+    external = _external_tensors(model, path.parent)
     try:
-        onnx.checker.check_model(model if external else data)
+        onnx.checker.check_model(str(path) if external else data)
     except Exception as exc:
-        raise OnnxPruneError(f"{path}: the model fails onnx.checker: {_first_line(exc)}") from None
-    return model
+        # Some tools (onnxruntime's float16 converter) append nodes out of order; onnxruntime
+        # accepts such graphs. The checker validated the initializers before it reached the
+        # nodes, so sort them and check the nodes again on a weight-free skeleton.
+        if "topologically sorted" not in str(exc) or not toposort(model.graph):
+            raise OnnxPruneError(f"{path}: the model fails onnx.checker: {_first_line(exc)}") from None
+        try:
+            onnx.checker.check_model(_weightless(model))
+        except Exception as exc2:
+            raise OnnxPruneError(f"{path}: the model fails onnx.checker: {_first_line(exc2)}") from None
+    del data
+    files = sorted({(path.parent / _location(t)).resolve() for t in external})
+    if external:
+        _load_external_data(model, external, path.parent)
+    return model, files
 
 
-def _load_external_data(model: onnx.ModelProto, base: Path) -> bool:
-    """Load tensors stored outside the file; refuse paths outside ``base``. True if any."""
-    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+def toposort(graph: onnx.GraphProto) -> bool:
+    """Reorder ``graph``'s nodes topologically, keeping the given order wherever it is valid.
 
-    tensors = [t for t in onnx.external_data_helper._get_all_tensors(model) if uses_external_data(t)]
-    if not tensors:
+    A node depends on the producers of its inputs and of the outer tensors its subgraphs read.
+    Returns False, leaving the graph as it was, when the nodes cannot be sorted (a cycle)."""
+    producer = {name: i for i, node in enumerate(graph.node) for name in node.output if name}
+    waiting = [0] * len(graph.node)
+    users: list[list[int]] = [[] for _ in graph.node]
+    for i, node in enumerate(graph.node):
+        deps = {producer[n] for n in list(node.input) + sorted(_outer_reads(node)) if n in producer}
+        deps.discard(i)
+        waiting[i] = len(deps)
+        for d in deps:
+            users[d].append(i)
+    ready = [i for i, n in enumerate(waiting) if n == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for u in users[i]:
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, u)
+    if len(order) != len(graph.node):
         return False
+    if order != sorted(order):
+        nodes = [graph.node[i] for i in order]
+        copies = [onnx.NodeProto() for _ in nodes]
+        for copy, node in zip(copies, nodes):
+            copy.CopyFrom(node)
+        del graph.node[:]
+        graph.node.extend(copies)
+    return True
+
+
+def _outer_reads(node: onnx.NodeProto) -> set[str]:
+    """Names that the subgraphs of ``node`` (If/Loop/Scan bodies) read, recursively."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        for sub in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
+            for inner in sub.node:
+                names.update(n for n in inner.input if n)
+                names |= _outer_reads(inner)
+    return names
+
+
+def _weightless(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` without its initializers (declared as graph inputs instead), for checking the
+    nodes without copying the weights."""
+    skeleton = copy_without_initializers(model)
+    declared = {vi.name for vi in skeleton.graph.input}
+    for t in model.graph.initializer:
+        if t.name not in declared:
+            skeleton.graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    return skeleton
+
+
+def _external_tensors(model: onnx.ModelProto, base: Path) -> list[onnx.TensorProto]:
+    """The tensors stored outside the file; refuse locations outside ``base`` or missing files."""
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    tensors = [t for t in _get_all_tensors(model) if uses_external_data(t)]
     root = base.resolve()
     for tensor in tensors:
         info = {e.key: e.value for e in tensor.external_data}
-        target = (base / info.get("location", "")).resolve()
-        if root != target and root not in target.parents:
+        location = _location(tensor)
+        target = (base / location).resolve()
+        if not location or os.path.isabs(location) or (root != target and root not in target.parents):
             raise OnnxPruneError(
-                f"external data of tensor {tensor.name!r} points outside the model's folder: "
-                f"{info.get('location')!r}"
+                f"external data of tensor {tensor.name!r} points outside the model's folder: {location!r}"
             )
         if not target.is_file():
             raise OnnxPruneError(f"external data file missing for tensor {tensor.name!r}: {target}")
-    load_external_data_for_model(model, str(base))
-    return True
+        try:
+            offset = int(info.get("offset", 0))
+            length = int(info["length"]) if "length" in info else _tensor_nbytes(tensor)
+        except ValueError:
+            raise OnnxPruneError(f"external data of tensor {tensor.name!r} has a malformed offset or length") from None
+        expected = _tensor_nbytes(tensor)
+        if offset < 0 or (length is not None and (length < 0 or offset + length > target.stat().st_size)):
+            raise OnnxPruneError(f"external data of tensor {tensor.name!r} lies past the end of {location!r} "
+                                 "(a truncated data file?)")
+        if expected is not None and length is not None and length != expected:
+            raise OnnxPruneError(f"external data of tensor {tensor.name!r} has {length} bytes, "
+                                 f"its dims and type need {expected}")
+    return tensors
+
+
+def _location(tensor: onnx.TensorProto) -> str:
+    return next((e.value for e in tensor.external_data if e.key == "location"), "")
+
+
+def _load_external_data(model: onnx.ModelProto, tensors: list[onnx.TensorProto], base: Path) -> None:
+    """Read each external tensor's bytes into the proto (validated by :func:`_external_tensors`)."""
+    from onnx.external_data_helper import load_external_data_for_tensor
+
+    for tensor in tensors:
+        try:
+            load_external_data_for_tensor(tensor, str(base))
+        except Exception as exc:
+            raise OnnxPruneError(f"cannot read the external data of tensor {tensor.name!r}: {_first_line(exc)}") from None
+        tensor.ClearField("data_location")  # DEFAULT: the tensor now reads like one stored inline
+
+
+def _tensor_nbytes(tensor: onnx.TensorProto) -> int | None:
+    """Bytes of a tensor's values as ``raw_data`` (None for strings and unknown types)."""
+    if tensor.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+        return None
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except Exception:
+        return None
+    n = int(np.prod(tensor.dims, dtype=np.int64))
+    if tensor.data_type in _SUBBYTE_TYPES:
+        return (n * _SUBBYTE_TYPES[tensor.data_type] + 7) // 8
+    return n * itemsize
+
+
+_SUBBYTE_TYPES = {getattr(onnx.TensorProto, name): bits for name, bits in
+                  (("INT4", 4), ("UINT4", 4), ("FLOAT4E2M1", 4), ("INT2", 2), ("UINT2", 2))
+                  if hasattr(onnx.TensorProto, name)}
+
+
+def model_nbytes(model: onnx.ModelProto) -> int:
+    """The bytes the initializers' values take (what decides the 2 GB protobuf limit), computed
+    from dims and types without serializing anything."""
+    total = 0
+    for t in model.graph.initializer:
+        n = _tensor_nbytes(t)
+        total += n if n is not None else t.ByteSize()
+    return total
 
 
 def _first_line(exc: BaseException) -> str:
@@ -86,16 +229,22 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
+def normalize(model: onnx.ModelProto, *, inplace: bool = False) -> onnx.ModelProto:
     """Return a copy with constant weights as initializers and every node uniquely named.
 
     Folds ``Constant`` nodes and constant-only nodes of ``FOLDABLE_OPS`` (how Paddle and torch
     exporters hide weights and compute shape constants) into initializers, evaluated with
     ``onnx.reference``; an Identity of a constant becomes an alias of it (no copy). Nodes without a name get ``<op_type>_<index>``; duplicate names get a
     suffix. Graph inputs, outputs and everything else are kept.
+
+    ``inplace=True`` edits and returns ``model`` itself instead of a copy: no second copy of the
+    weights (what :func:`onnxprune.prune.load_and_analyze` does with a freshly loaded model).
     """
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    if inplace:
+        out = model
+    else:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
     graph = out.graph
     consts = {t.name for t in graph.initializer}
     outputs = {o.name for o in graph.output}
@@ -177,17 +326,14 @@ def _single_node_model(node, feeds, opsets) -> onnx.ModelProto:
 
 
 def _drop_unused_folded(graph: onnx.GraphProto, folded: set[str]) -> None:
-    """Remove folded intermediates (e.g. the un-reshaped bias) that nothing reads any more."""
+    """Remove folded intermediates (e.g. the un-reshaped bias) that nothing reads any more.
+
+    Deletes by index, so the other initializers are not copied."""
     used = {name for node in graph.node for name in node.input}
     used |= {o.name for o in graph.output}
-    changed = True
-    while changed:
-        changed = False
-        keep = [t for t in graph.initializer if t.name not in folded or t.name in used]
-        if len(keep) != len(graph.initializer):
-            del graph.initializer[:]
-            graph.initializer.extend(keep)
-            changed = True
+    for k in reversed(range(len(graph.initializer))):
+        if graph.initializer[k].name in folded and graph.initializer[k].name not in used:
+            del graph.initializer[k]
 
 
 def opset_of(model: onnx.ModelProto) -> int:
@@ -274,6 +420,8 @@ def _probe_shapes(model: onnx.ModelProto, inputs, names: list[str]) -> dict[str,
     """
     import onnxruntime as ort
 
+    if model_nbytes(model) > PROTOBUF_LIMIT // 2:
+        return {}  # a probe serializes a second copy of the weights; too much for a model this big
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     del probe.graph.value_info[:]
@@ -314,10 +462,13 @@ def _fixed_input(vi: onnx.ValueInfoProto, shape: tuple | None) -> onnx.ValueInfo
     return onnx.helper.make_tensor_value_info(vi.name, tt.elem_type, dims)
 
 
-def check_model(model: onnx.ModelProto | bytes) -> None:
-    """``onnx.checker.check_model(full_check=True)``; failures become ``OnnxPruneError``."""
+def check_model(model: onnx.ModelProto | bytes | str | os.PathLike) -> None:
+    """``onnx.checker.check_model(full_check=True)``; failures become ``OnnxPruneError``.
+
+    A path is checked on disk: the way to check a model with external data, or above 2 GB."""
+    target = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model
     try:
-        onnx.checker.check_model(model, full_check=True)
+        onnx.checker.check_model(target, full_check=True)
     except Exception as exc:
         raise OnnxPruneError(f"the rewritten model fails onnx.checker: {_first_line(exc)}") from None
 
@@ -330,28 +481,223 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return pa.resolve() == pb.resolve()
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT arrived while the output was being committed: the commit was completed first, so
+    the output is whole and in place (``written`` names it)."""
+
+    def __init__(self, written: str) -> None:
+        super().__init__(f"interrupted after {written} was written")
+        self.written = written
+
+
+@contextlib.contextmanager
+def sigint_deferred(written: str | None = None):
+    """Hold SIGINT back while the block runs (file creation, renames, clean-up), then raise
+    ``KeyboardInterrupt`` if one came (:class:`Interrupted` when ``written`` says the block
+    committed an output). Outside the main thread signals cannot arrive here: a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise Interrupted(written) if written else KeyboardInterrupt()
+
+
+def _refuse_overwrite(out: Path, protected) -> None:
+    """``protected`` is the input model, then the data files it reads."""
+    for k, path in enumerate(protected):
+        if path is not None and same_file(out, path):
+            what = f"the input model {path}" if k == 0 else f"{path}, which the input model reads"
+            raise OnnxPruneError(f"refusing to overwrite {what}; choose another output path")
+
+
+def check_output(out: str | os.PathLike, never_overwrite) -> None:
+    """Refuse (``OnnxPruneError``) an output whose model file, or its external data file
+    ``<out name>.data``, would replace one of ``never_overwrite`` (the input model, then the
+    data files it reads)."""
+    out = Path(out)
+    protected = _protected(never_overwrite)
+    _refuse_overwrite(out, protected)
+    data_out = out.parent / external_data_name(out)
+    for path in protected:
+        if path is not None and same_file(data_out, path):
+            raise OnnxPruneError(f"refusing to overwrite {path}, which the input model reads, with the output's "
+                                 f"external data {data_out.name}; choose another output name")
+
+
+def _protected(never_overwrite) -> list:
+    if never_overwrite is None:
+        return []
+    if isinstance(never_overwrite, (str, os.PathLike)):
+        return [never_overwrite]
+    return list(never_overwrite)
+
+
 def save_model_atomic(model: onnx.ModelProto | bytes, out: str | os.PathLike, *,
-                      never_overwrite: str | os.PathLike | None = None) -> Path:
+                      never_overwrite=None, external_data: bool = False, verify=None) -> Path:
     """Write ``model`` (a proto or its serialized bytes) to ``out`` through a temporary file in the same folder and ``os.replace``.
 
-    An interrupted write leaves no partial file at ``out``. Refuses (``OnnxPruneError``) to write
-    over ``never_overwrite`` (the input model), or into a folder that does not exist.
+    An interrupted write leaves no partial file at ``out`` and no temporary file. Refuses
+    (``OnnxPruneError``) to write over ``never_overwrite`` (a path or a list of paths: the input
+    model and its external data files), or into a folder that does not exist.
+
+    ``external_data=True`` writes the tensors to ``<out name>.data`` next to ``out`` (see
+    :class:`StagedModel`); ``verify(path)`` then runs on the staged model before it is moved in
+    place. It returns ``out``.
     """
     out = Path(out)
-    if never_overwrite is not None and same_file(out, never_overwrite):
-        raise OnnxPruneError(f"refusing to overwrite the input model {never_overwrite}; choose another output path")
+    protected = _protected(never_overwrite)
+    if external_data:
+        if isinstance(model, bytes):
+            model = onnx.load_model_from_string(model)
+        with StagedModel(model, out, never_overwrite=protected) as staged:
+            if verify is not None:
+                verify(staged.path)
+            staged.commit()
+        return out
+    _refuse_overwrite(out, protected)
     if not out.parent.is_dir():
         raise OnnxPruneError(f"output folder does not exist: {out.parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a written model gets the usual mode
+    tmp = None
     try:
+        with sigint_deferred():  # the temporary file exists only once the clean-up knows it
+            fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a written model gets the usual mode
         with os.fdopen(fd, "wb") as fh:
             fh.write(model if isinstance(model, bytes) else model.SerializeToString())
-        os.replace(tmp, out)
+        with sigint_deferred(written=str(out)):
+            os.replace(tmp, out)
+            tmp = None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp is not None:
+            with sigint_deferred():
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
         raise
     return out
+
+
+EXTERNAL_SIZE_THRESHOLD = 1024  # tensors of at least this many bytes go to the data file
+_ALIGN = 4096  # tensors of at least _ALIGN_MIN bytes start at a page boundary (mmap-friendly)
+_ALIGN_MIN = 1 << 16
+
+
+def external_data_name(out: str | os.PathLike) -> str:
+    """The data file written next to ``out`` for its external tensors: ``<out name>.data``."""
+    return f"{Path(out).name}.data"
+
+
+class StagedModel:
+    """A model written with external data into a temporary folder inside the output folder.
+
+    ``StagedModel(model, out)`` writes ``<tmp>/<out name>`` and ``<tmp>/<out name>.data``: every
+    initializer holding at least 1 KiB of ``raw_data`` goes to the data file (large ones at 4 KiB
+    boundaries), referenced by the name it will have next to ``out``; the model file is the
+    small remaining proto (:attr:`model`, which is also what :meth:`commit` leaves on disk).
+    The tensors' bytes are read one at a time: no serialized copy of the whole model is made,
+    so this works above the 2 GB protobuf limit. ``path`` is the staged model file, ready for
+    ``onnx.checker`` and onnxruntime. :meth:`commit` moves the data file, then the model file,
+    in place with ``os.replace`` (SIGINT waits until both are done). Leaving the ``with`` block
+    without a commit, by an error or ``KeyboardInterrupt``, removes the temporary folder.
+
+    Refuses (``OnnxPruneError``) an output whose model or data file would replace one of
+    ``never_overwrite`` (the input model and its data files).
+    """
+
+    def __init__(self, model: onnx.ModelProto, out: str | os.PathLike, *, never_overwrite=None) -> None:
+        self.out = Path(out)
+        self.data_out = self.out.parent / external_data_name(self.out)
+        check_output(self.out, never_overwrite)
+        if not self.out.parent.is_dir():
+            raise OnnxPruneError(f"output folder does not exist: {self.out.parent}")
+        self.folder: Path | None = None
+        try:
+            with sigint_deferred():
+                self.folder = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=self.out.parent))
+            self.path = self.folder / self.out.name
+            self.model = _write_external(model, self.path, self.data_out.name)
+        except BaseException:
+            self.discard()
+            raise
+
+    def __enter__(self) -> StagedModel:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.discard()
+
+    def commit(self) -> Path:
+        staged_data = self.folder / self.data_out.name
+        with sigint_deferred(written=str(self.out)):
+            if staged_data.exists():
+                os.replace(staged_data, self.data_out)
+            os.replace(self.path, self.out)
+            self.folder.rmdir()
+            self.folder = None
+        return self.out
+
+    def discard(self) -> None:
+        """Remove the temporary folder, if it is still there."""
+        if self.folder is not None:
+            with sigint_deferred():
+                shutil.rmtree(self.folder, ignore_errors=True)
+                self.folder = None
+
+
+def _write_external(model: onnx.ModelProto, path: Path, location: str) -> onnx.ModelProto:
+    """Write ``model`` to ``path`` with its large initializers in ``path.parent / location``;
+    return the proto written to ``path`` (tensor data replaced by references)."""
+    skeleton = copy_without_initializers(model)
+    offset = 0
+    with open(path.parent / location, "wb") as data:
+        for tensor in model.graph.initializer:
+            nbytes = _tensor_nbytes(tensor)
+            ext = skeleton.graph.initializer.add()
+            if nbytes is None or nbytes < EXTERNAL_SIZE_THRESHOLD or not tensor.HasField("raw_data"):
+                ext.CopyFrom(tensor)
+                continue
+            _copy_fields(tensor, ext, skip={"raw_data", "external_data", "data_location"})
+            if nbytes >= _ALIGN_MIN and offset % _ALIGN:
+                pad = _ALIGN - offset % _ALIGN
+                data.write(b"\0" * pad)
+                offset += pad
+            raw = tensor.raw_data  # one tensor's bytes at a time
+            data.write(raw)
+            ext.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", location), ("offset", str(offset)), ("length", str(len(raw)))):
+                entry = ext.external_data.add()
+                entry.key, entry.value = key, value
+            offset += len(raw)
+            del raw
+    with open(path, "wb") as fh:
+        fh.write(skeleton.SerializeToString())
+    return skeleton
+
+
+def copy_without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph has no initializers (nothing else is left out)."""
+    copy = onnx.ModelProto()
+    _copy_fields(model, copy, skip={"graph"})
+    _copy_fields(model.graph, copy.graph, skip={"initializer"})
+    return copy
+
+
+def _copy_fields(src, dst, skip: set[str]) -> None:
+    """Copy every set field of protobuf message ``src`` into ``dst`` except those in ``skip``."""
+    for field, value in src.ListFields():
+        if field.name in skip:
+            continue
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+        if repeated:
+            getattr(dst, field.name).extend(value)
+        elif field.type == field.TYPE_MESSAGE:
+            getattr(dst, field.name).CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)

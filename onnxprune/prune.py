@@ -5,7 +5,10 @@ The CLI's ``prune`` command is a thin wrapper over :func:`prune_file`.
 
 from __future__ import annotations
 
+import gc
 import math
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +19,29 @@ import onnx
 from . import __version__
 from .cost import Cost, CostModel
 from .errors import OnnxPruneError
-from .graph import check_model, load_model, normalize, same_file, save_model_atomic
+from .graph import (
+    PROTOBUF_LIMIT,
+    StagedModel,
+    check_model,
+    check_output,
+    load_model,
+    model_nbytes,
+    normalize,
+    read_model,
+    same_file,
+    save_model_atomic,
+    sigint_deferred,
+)
 from .groups import Analysis, analyze
-from .importance import CRITERIA, all_importance
-from .plan import PruningPlan, check_ratio, fill_empty_tensors, global_plan, resolve, uniform_plan
+from .importance import CRITERIA, group_importance
+from .plan import (
+    PruningPlan,
+    check_ratio,
+    fill_empty_tensors,
+    global_plan,
+    resolve,
+    uniform_plan,
+)
 from .rewrite import apply_removal
 
 
@@ -88,7 +110,7 @@ class PruneResult:
 def make_plan(analysis: Analysis, options: PruneOptions, cost_model: CostModel | None = None) -> tuple[PruningPlan, list[str]]:
     """The plan that ``options`` ask for, with ``keep`` resolved for every entry."""
     options.validate()
-    scores = all_importance(analysis, options.criterion, options.seed)
+    scores = _importance(analysis, options.criterion, options.seed)
     kw = dict(min_channels=options.min_channels, round_to=options.round_to, exclude=options.exclude,
               criterion=options.criterion)
 
@@ -103,7 +125,7 @@ def make_plan(analysis: Analysis, options: PruneOptions, cost_model: CostModel |
         plan.validate(analysis)
         plan.criterion = plan.criterion or options.criterion
         if plan.criterion != options.criterion:
-            scores = all_importance(analysis, plan.criterion, options.seed)
+            scores = _importance(analysis, plan.criterion, options.seed)
         plan = resolve(plan, analysis, scores, min_channels=options.min_channels, round_to=options.round_to)
     elif options.ratio is not None:
         plan = at(options.ratio)
@@ -112,6 +134,38 @@ def make_plan(analysis: Analysis, options: PruneOptions, cost_model: CostModel |
         notes.append(note)
     notes += fill_empty_tensors(plan, analysis, scores)
     return plan, notes
+
+
+def _importance(analysis: Analysis, criterion: str, seed: int) -> dict[str, np.ndarray]:
+    """``importance.all_importance``, holding at most one group's weights as arrays at a time.
+
+    Reading a weight through the graph-surgeon view caches a decoded copy next to the one in
+    the proto; on a large model that doubles the memory. The copies of each group's weights
+    are released once the group is scored (they are decoded again if read later)."""
+    scores = {}
+    inits = {t.name: t for t in analysis.model.graph.initializer}
+    for group in analysis.prunable_groups:
+        scores[group.id] = group_importance(analysis, group, criterion, seed)
+        release_weights(analysis, group.slots, inits)
+    return scores
+
+
+def release_weights(analysis: Analysis, slots=None, inits: dict | None = None) -> None:
+    """Drop the decoded arrays that the graph-surgeon view caches for initializers (all of
+    them, or those of ``slots``): they are read back from ``analysis.model`` on demand.
+    ``inits`` is ``{name: TensorProto}`` of ``analysis.model``, when the caller has it."""
+    from onnx_graphsurgeon.ir.tensor import LazyValues
+
+    if inits is None:
+        inits = {t.name: t for t in analysis.model.graph.initializer}
+    if slots is None:
+        tensors = [t for t in analysis.graph.tensors().values() if t.name in inits]
+    else:
+        tensors = [analysis.graph.nodes[s.node_index].inputs[s.input_index] for s in slots]
+    for tensor in tensors:
+        cached = getattr(tensor, "_values", None)
+        if isinstance(cached, np.ndarray) and tensor.name in inits:
+            tensor.values = LazyValues(inits[tensor.name])
 
 
 def _search_macs(analysis, at, options, cost_model):
@@ -139,6 +193,7 @@ def _search_macs(analysis, at, options, cost_model):
 def prune_model(analysis: Analysis, options: PruneOptions) -> PruneResult:
     """Plan and rewrite in memory. The model is not yet checked: see :func:`finalize`."""
     start = time.perf_counter()
+    _check_something_to_prune(analysis)
     cost_model = CostModel(analysis)
     plan, notes = make_plan(analysis, options, cost_model)
     removed = plan.removed_units(analysis)
@@ -150,6 +205,18 @@ def prune_model(analysis: Analysis, options: PruneOptions) -> PruneResult:
     plan.meta.update({"onnxprune": __version__, "input_shapes": {k: list(v) for k, v in analysis.input_shapes.items()}})
     return PruneResult(model, plan, before, after, pruned, blocked, len(analysis.groups) - pruned - blocked,
                        notes, time.perf_counter() - start)
+
+
+def _check_something_to_prune(analysis: Analysis) -> None:
+    """Refuse (``OnnxPruneError``) a model in which no channel group can be pruned: writing an
+    unchanged copy labelled as pruned would hide that nothing was done."""
+    if not analysis.groups:
+        raise OnnxPruneError("nothing to prune: the model has no channel groups "
+                             "(no Conv, ConvTranspose, Gemm or MatMul with constant weights)")
+    if not analysis.prunable_groups:
+        first = analysis.groups[0]
+        raise OnnxPruneError(f"nothing to prune: all {len(analysis.groups)} channel groups are blocked "
+                             f"(e.g. {first.id}: {first.blocked[0]}); `onnxprune analyze` lists why")
 
 
 def _record_metadata(model, plan, options, before: Cost, after: Cost) -> None:
@@ -172,8 +239,10 @@ def _record_metadata(model, plan, options, before: Cost, after: Cost) -> None:
 
 
 def load_and_analyze(path: str | Path, input_shapes: dict | None = None) -> Analysis:
-    """Load, normalize and analyze an ONNX file."""
-    return analyze(normalize(load_model(path)), input_shapes)
+    """Load, normalize and analyze an ONNX file (one copy of the weights in memory)."""
+    analysis = analyze(normalize(load_model(path), inplace=True), input_shapes)
+    release_weights(analysis)
+    return analysis
 
 
 def finalize(model: onnx.ModelProto, analysis: Analysis) -> bytes:
@@ -185,31 +254,45 @@ def finalize(model: onnx.ModelProto, analysis: Analysis) -> bytes:
     return data
 
 
-def smoke_run(model: bytes, analysis: Analysis) -> None:
-    """Load ``model`` in onnxruntime and run one seeded random sample at the analysis shapes.
+def smoke_run(model, analysis) -> None:
+    """Load ``model`` (serialized bytes, or a path: needed for external data) in onnxruntime
+    and run one seeded random sample at the analysis shapes.
 
+    ``analysis`` is the :class:`Analysis`, or just ``{input name: shape}``. Inputs get values
+    of their declared type (random floats, zeros otherwise).
     Errors (``OnnxPruneError``): the session cannot be created or the run fails.
     """
     import onnxruntime as ort
 
+    shapes = analysis.shapes if isinstance(analysis, Analysis) else analysis
     try:
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model
+        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise OnnxPruneError(f"onnxruntime rejects the pruned model: {str(exc).splitlines()[0][:300]}") from None
     rng = np.random.default_rng(0)
     feeds = {}
     for inp in session.get_inputs():
-        shape = analysis.shapes.get(inp.name)
-        if shape is None or None in shape:
-            return  # dynamic dims we cannot fill: the session load above is the check
-        dtype = np.float16 if "float16" in inp.type else np.float32 if "float" in inp.type else np.int64
-        feeds[inp.name] = rng.standard_normal(shape).astype(dtype) if dtype != np.int64 else np.zeros(shape, dtype)
+        shape = shapes.get(inp.name)
+        dtype = _ORT_TYPES.get(inp.type)
+        if shape is None or None in shape or dtype is None:
+            return  # dynamic dims or a type we cannot fill: the session load above is the check
+        dtype = np.dtype(dtype)
+        feeds[inp.name] = rng.standard_normal(shape).astype(dtype) if dtype.kind == "f" else np.zeros(shape, dtype)
     try:
         session.run(None, feeds)
     except Exception as exc:
         raise OnnxPruneError(f"onnxruntime fails to run the pruned model: {str(exc).splitlines()[0][:300]}") from None
+
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+    "tensor(int8)": np.int8, "tensor(int16)": np.int16, "tensor(int32)": np.int32, "tensor(int64)": np.int64,
+    "tensor(uint8)": np.uint8, "tensor(uint16)": np.uint16, "tensor(uint32)": np.uint32,
+    "tensor(uint64)": np.uint64, "tensor(bool)": np.bool_,
+}
 
 
 def prune_file(model_path: str | Path, out_path: str | Path, options: PruneOptions,
@@ -218,17 +301,81 @@ def prune_file(model_path: str | Path, out_path: str | Path, options: PruneOptio
 
     The output has passed ``onnx.checker.check_model(full_check=True)`` and run once in
     onnxruntime before it is written. ``plan_out`` saves the applied plan as JSON.
+
+    When the input stores its tensors as external data, or the pruned model is too large for
+    one protobuf (2 GB), the output is written with external data too: ``<out name>.data``
+    next to ``out_path`` (see :class:`onnxprune.graph.StagedModel`). It is checked and run from
+    the staged files, by path, and ``result.model`` is then the written proto, whose large
+    tensors refer to that file. Memory: the input's weights plus the pruned ones; the input's
+    are released before the check, and no serialized copy of the whole model is made.
     """
     start = time.perf_counter()
     if same_file(model_path, out_path):
         raise OnnxPruneError(f"refusing to overwrite the input model {model_path}; choose another output path")
     options.validate()
-    analysis = load_and_analyze(model_path, input_shapes)
+    model, data_files = read_model(model_path)
+    protected = [model_path, *data_files]
+    check_output(out_path, protected)
+    analysis = analyze(normalize(model, inplace=True), input_shapes)
+    del model
+    release_weights(analysis)
     result = prune_model(analysis, options)
-    save_model_atomic(finalize(result.model, analysis), out_path, never_overwrite=model_path)
-    if plan_out is not None:
-        result.plan.save(plan_out)
-    result.bytes_before = Path(model_path).stat().st_size
-    result.bytes_after = Path(out_path).stat().st_size
+    if not data_files and model_nbytes(result.model) < PROTOBUF_LIMIT:
+        save_model_atomic(finalize(result.model, analysis), out_path, never_overwrite=protected)
+    else:
+        shapes = dict(analysis.shapes)
+        del analysis  # the input's weights: only the pruned ones are needed from here on
+        gc.collect()
+        with StagedModel(result.model, out_path, never_overwrite=protected) as staged:
+            result.model = staged.model  # drops the in-memory tensors, now in the staged data file
+            gc.collect()
+            check_model(staged.path)
+            smoke_run(staged.path, shapes)
+            staged.commit()
+    try:
+        if plan_out is not None:
+            _save_plan_atomic(result.plan, plan_out)
+        result.bytes_before = _disk_size(model_path, data_files)
+        result.bytes_after = _disk_size(out_path, _data_files(result.model, out_path))
+    except KeyboardInterrupt as exc:
+        exc.written = getattr(exc, "written", None) or str(out_path)  # the model is already in place
+        raise
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _data_files(model: onnx.ModelProto, path: str | Path) -> list[Path]:
+    folder = Path(path).parent
+    return sorted({folder / e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"})
+
+
+def _disk_size(path: str | Path, data_files) -> int:
+    """Bytes of the model file and its external data files."""
+    return Path(path).stat().st_size + sum(Path(f).stat().st_size for f in data_files)
+
+
+def _save_plan_atomic(plan: PruningPlan, path: str | Path) -> None:
+    """``plan.save(path)`` through a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    tmp = None
+    try:
+        with sigint_deferred():
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+        plan.save(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        with sigint_deferred(written=str(path)):
+            os.replace(tmp, path)
+            tmp = None
+    except BaseException:
+        if tmp is not None:
+            with sigint_deferred():
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -6,6 +6,10 @@ cannot (``group`` attributes, Reshape targets, Split sizes, Slice bounds). Initi
 no channel are left untouched, byte for byte. Afterwards stale ``value_info`` is dropped and
 shapes are inferred again; graph inputs and outputs, opset, IR version, dynamic dims and metadata
 are those of the input.
+
+Memory: the copy is made without the initializers, and each one is copied in once at the end,
+sliced or as it was; weights are decoded one tensor at a time while they are sliced. So the
+rewrite holds the input's weights plus the pruned ones, never a second full copy.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
 from .errors import OnnxPruneError
-from .graph import infer_value_info
+from .graph import copy_without_initializers, infer_value_info
 from .groups import Analysis
 
 
@@ -27,10 +31,13 @@ class Rewriter:
         self.analysis = analysis
         self.alive_ids = alive_ids
         self.opset = _opset(analysis.model)
-        self.model = onnx.ModelProto()
-        self.model.CopyFrom(analysis.model)
+        self.model = copy_without_initializers(analysis.model)
         self.node_index = {id(n): i for i, n in enumerate(analysis.graph.nodes)}
-        self._inits = {t.name: k for k, t in enumerate(self.model.graph.initializer)}
+        # The initializers of the result, in order: the source's (None = unchanged, copied by
+        # finish()) and then the added ones; replacements are standalone TensorProtos.
+        self._source = list(analysis.model.graph.initializer)
+        self._replaced: list[onnx.TensorProto | None] = [None] * len(self._source)
+        self._inits = {t.name: k for k, t in enumerate(self._source)}
         self._users: dict[str, int] = {}
         for node in self.model.graph.node:
             for name in node.input:
@@ -81,7 +88,16 @@ class Rewriter:
         return self._users.get(name, 0)
 
     def replace_initializer(self, name: str, values: np.ndarray) -> None:
-        self.model.graph.initializer[self._inits[name]].CopyFrom(numpy_helper.from_array(values, name))
+        self._replaced[self._inits[name]] = numpy_helper.from_array(values, name)
+
+    def finish(self) -> onnx.ModelProto:
+        """Put the initializers into :attr:`model` (each copied once) and return it."""
+        inits = self.model.graph.initializer
+        for k, source in enumerate(self._source):
+            inits.add().CopyFrom(self._replaced[k] if self._replaced[k] is not None else source)
+            self._replaced[k] = None  # frees the standalone copy as soon as it is in the model
+        self._source = []
+        return self.model
 
     def set_const_input(self, node: gs.Node, index: int, values: np.ndarray) -> None:
         """Make input ``index`` of ``node`` the constant ``values``.
@@ -102,8 +118,9 @@ class Rewriter:
         while new in self._names:
             new, k = f"{base}__pruned{k}", k + 1
         self._names.add(new)
-        self._inits[new] = len(self.model.graph.initializer)
-        self.model.graph.initializer.append(numpy_helper.from_array(values, new))
+        self._inits[new] = len(self._source)
+        self._source.append(None)
+        self._replaced.append(numpy_helper.from_array(values, new))
         self._users[new] = 1
         if name:
             self._users[name] -= 1
@@ -135,7 +152,7 @@ def apply_removal(analysis: Analysis, removed_units: np.ndarray) -> onnx.ModelPr
         rule = rule_for(node)
         if rule is not None:
             rule.rewrite(node, rw)
-    model = rw.model
+    model = rw.finish()
     _drop_orphaned(analysis.model.graph, model.graph)
     _sync_initializer_inputs(model)
     del model.graph.value_info[:]
@@ -162,10 +179,10 @@ def _drop_orphaned(before: onnx.GraphProto, after: onnx.GraphProto) -> None:
         del after.node[:]
         after.node.extend(keep)
     read = readers(after)
-    inits = [t for t in after.initializer if t.name in read or t.name not in was_read]
-    if len(inits) != len(after.initializer):
-        del after.initializer[:]
-        after.initializer.extend(inits)
+    for k in reversed(range(len(after.initializer))):  # by index: the others are not copied
+        name = after.initializer[k].name
+        if name not in read and name in was_read:
+            del after.initializer[k]
 
 
 def _sync_initializer_inputs(model: onnx.ModelProto) -> None:
@@ -185,26 +202,43 @@ def _sync_initializer_inputs(model: onnx.ModelProto) -> None:
 
 
 def _slice_slots(analysis: Analysis, rw: Rewriter) -> None:
+    """Slice every constant input that a slot indexes. A constant read by several nodes stays one
+    tensor when every reader slices it with the same masks (as :class:`~onnxprune.cost.CostModel`
+    counts it); otherwise each slicing reader gets its own copy."""
     by_input: dict[tuple[int, int], list] = {}
     for slot in analysis.slots:
         by_input.setdefault((slot.node_index, slot.input_index), []).append(slot)
-    sliced: dict[str, list[tuple[gs.Node, int, np.ndarray]]] = {}
+    # Masks first, values later: a weight is decoded and sliced only when it is stored, one
+    # tensor at a time (memory: no decoded copy of every weight, no list of all sliced arrays).
+    sliced: dict[str, list[tuple[gs.Node, int, bytes, dict[int, np.ndarray]]]] = {}
     for (node_index, input_index), slots in by_input.items():
         node = analysis.graph.nodes[node_index]
-        values = node.inputs[input_index].values
         masks: dict[int, np.ndarray] = {}
         for slot in slots:
             mask = rw.alive(slot.ids)
             masks[slot.axis] = mask if slot.axis not in masks else masks[slot.axis] & mask
         if all(m.all() for m in masks.values()):
             continue
-        for axis, mask in sorted(masks.items()):
-            values = np.compress(mask, values, axis=axis)
-        sliced.setdefault(node.inputs[input_index].name, []).append((node, input_index, np.ascontiguousarray(values)))
+        signature = b"|".join(bytes([a]) + np.packbits(m).tobytes() for a, m in sorted(masks.items()))
+        sliced.setdefault(node.inputs[input_index].name, []).append((node, input_index, signature, masks))
     for name, uses in sliced.items():
-        first = uses[0][2]
-        if rw.users(name) == len(uses) and all(np.array_equal(v, first) for _, _, v in uses[1:]):
-            rw.replace_initializer(name, first)  # a shared weight sliced alike by all its readers
+        if rw.users(name) == len(uses) and len({sig for _, _, sig, _ in uses}) == 1:
+            node, input_index, _, masks = uses[0]  # a shared weight sliced alike by all its readers
+            rw.replace_initializer(name, _sliced(node.inputs[input_index], masks))
         else:
-            for node, input_index, values in uses:
-                rw.set_const_input(node, input_index, values)
+            for node, input_index, _, masks in uses:
+                rw.set_const_input(node, input_index, _sliced(node.inputs[input_index], masks))
+
+
+def _sliced(tensor: gs.Constant, masks: dict[int, np.ndarray]) -> np.ndarray:
+    """``tensor``'s values with only the ``True`` entries of ``masks[axis]`` kept along each axis.
+
+    The values are decoded for this use only when the graph-surgeon view has not cached them,
+    so slicing a large model does not leave a decoded copy of every weight behind."""
+    from onnx_graphsurgeon.ir.tensor import LazyValues
+
+    lazy = getattr(tensor, "_values", None)
+    values = numpy_helper.to_array(lazy.tensor) if isinstance(lazy, LazyValues) else tensor.values
+    for axis, mask in sorted(masks.items()):
+        values = np.compress(mask, values, axis=axis)
+    return np.ascontiguousarray(values)
