@@ -23,16 +23,28 @@ Op-specific knowledge lives only in :mod:`onnxprune.rules`; this module is op-ag
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx import numpy_helper
+from onnx_graphsurgeon.ir.tensor import LazyValues
 
 from .errors import OnnxPruneError
 from .graph import infer_shapes, opset_of
 
 # Slot roles. Importance uses "out" (filters), "in" (consumer columns) and "norm" (BN scale).
 OUT, IN, NORM, BIAS, CONST = "out", "in", "norm", "bias", "const"
+
+
+def decoded(tensor: gs.Constant) -> np.ndarray:
+    """A constant's values, decoded for this use only.
+
+    onnx-graphsurgeon caches ``Constant.values`` once read; a cached copy of every weight would
+    double peak memory on large models, so everything here reads weights through this."""
+    lazy = getattr(tensor, "_values", None)
+    return numpy_helper.to_array(lazy.tensor) if isinstance(lazy, LazyValues) else tensor.values
 
 
 class UnionFind:
@@ -143,7 +155,7 @@ class Tracer:
     def const(self, tensor) -> np.ndarray | None:
         """The values of a constant input, or None for activations and missing inputs."""
         if isinstance(tensor, gs.Constant):
-            return tensor.values
+            return decoded(tensor)
         return None
 
     def shape(self, tensor) -> tuple | None:
@@ -262,10 +274,36 @@ class Analysis:
     frozen_units: dict[int, list[str]]
 
     def group(self, group_id: str) -> ChannelGroup:
+        try:
+            return self.groups[self.group_index[group_id]]
+        except KeyError:
+            raise OnnxPruneError(f"no channel group {group_id!r} in this model") from None
+
+    @cached_property
+    def group_index(self) -> dict[str, int]:
+        """Group id → position in :attr:`groups`."""
+        return {g.id: k for k, g in enumerate(self.groups)}
+
+    @cached_property
+    def unit_group(self) -> np.ndarray:
+        """Per channel id that is a unit (union-find root): its group's position; -1 otherwise."""
+        out = np.full(len(self.root_of), -1, dtype=np.int64)
+        for k, g in enumerate(self.groups):
+            out[g.units] = k
+        return out
+
+    @cached_property
+    def unit_position(self) -> np.ndarray:
+        """Per unit: its channel index within its group (position in ``units``); -1 otherwise."""
+        out = np.full(len(self.root_of), -1, dtype=np.int64)
         for g in self.groups:
-            if g.id == group_id:
-                return g
-        raise OnnxPruneError(f"no channel group {group_id!r} in this model")
+            out[g.units] = np.arange(g.channels)
+        return out
+
+    @cached_property
+    def node_index(self) -> dict[int, int]:
+        """``id(node)`` → position of the graph-surgeon node."""
+        return {id(n): i for i, n in enumerate(self.graph.nodes)}
 
     @property
     def prunable_groups(self) -> list[ChannelGroup]:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import OnnxPruneError
-from .groups import IN, NORM, OUT, Analysis, ChannelGroup
+from .groups import IN, NORM, OUT, Analysis, ChannelGroup, decoded
 
 CRITERIA = ("l1", "l2", "bn-scale", "fpgm", "random")
 
@@ -85,7 +85,7 @@ def _fpgm(rows: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
 def _bn_factors(analysis: Analysis, group: ChannelGroup) -> dict[int, np.ndarray]:
     """Per producer node index: ``|gamma|/sqrt(var+eps)`` of the BatchNorm reading its output."""
     factors: dict[int, np.ndarray] = {}
-    index = {id(n): i for i, n in enumerate(analysis.graph.nodes)}
+    index = analysis.node_index
     for slot in group.slots:
         node = analysis.graph.nodes[slot.node_index]
         if node.op != "BatchNormalization" or slot.input_index != 1 or len(node.inputs) < 5:
@@ -95,24 +95,24 @@ def _bn_factors(analysis: Analysis, group: ChannelGroup) -> dict[int, np.ndarray
             continue
         if len(node.inputs[0].outputs) != 1:
             continue  # the raw conv output is read elsewhere too: its scale matters there
-        gamma = np.abs(np.asarray(node.inputs[1].values, dtype=np.float64))
-        var = np.asarray(node.inputs[4].values, dtype=np.float64)
+        gamma = np.abs(np.asarray(decoded(node.inputs[1]), dtype=np.float64))
+        var = np.asarray(decoded(node.inputs[4]), dtype=np.float64)
         factors[index[id(producers[0])]] = gamma / np.sqrt(var + float(node.attrs.get("epsilon", 1e-5)))
     return factors
 
 
 def _aggregate(analysis: Analysis, group: ChannelGroup, roles, score_fn) -> np.ndarray | None:
     factors = _bn_factors(analysis, group)
-    position = np.full(len(analysis.root_of), -1, dtype=np.int64)
-    position[group.units] = np.arange(group.channels)
+    k = analysis.group_index[group.id]
     total = np.zeros(group.channels)
     count = np.zeros(group.channels)
     for slot in group.slots:
         if slot.role not in roles:
             continue
-        pos = position[analysis.root_of[slot.ids]]
-        inside = pos >= 0
-        values = analysis.graph.nodes[slot.node_index].inputs[slot.input_index].values
+        roots = analysis.root_of[slot.ids]
+        inside = analysis.unit_group[roots] == k
+        pos = analysis.unit_position[roots]
+        values = decoded(analysis.graph.nodes[slot.node_index].inputs[slot.input_index])
         rows = np.moveaxis(np.asarray(values), slot.axis, 0)
         rows = rows.reshape(rows.shape[0], -1).astype(np.float64)
         if slot.role == OUT and slot.node_index in factors and len(factors[slot.node_index]) == len(rows):

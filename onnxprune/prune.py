@@ -33,7 +33,7 @@ from .graph import (
     sigint_deferred,
 )
 from .groups import Analysis, analyze
-from .importance import CRITERIA, group_importance
+from .importance import CRITERIA, all_importance
 from .plan import (
     PruningPlan,
     check_ratio,
@@ -110,7 +110,7 @@ class PruneResult:
 def make_plan(analysis: Analysis, options: PruneOptions, cost_model: CostModel | None = None) -> tuple[PruningPlan, list[str]]:
     """The plan that ``options`` ask for, with ``keep`` resolved for every entry."""
     options.validate()
-    scores = _importance(analysis, options.criterion, options.seed)
+    scores = all_importance(analysis, options.criterion, options.seed)
     kw = dict(min_channels=options.min_channels, round_to=options.round_to, exclude=options.exclude,
               criterion=options.criterion)
 
@@ -125,7 +125,7 @@ def make_plan(analysis: Analysis, options: PruneOptions, cost_model: CostModel |
         plan.validate(analysis)
         plan.criterion = plan.criterion or options.criterion
         if plan.criterion != options.criterion:
-            scores = _importance(analysis, plan.criterion, options.seed)
+            scores = all_importance(analysis, plan.criterion, options.seed)
         plan = resolve(plan, analysis, scores, min_channels=options.min_channels, round_to=options.round_to)
     elif options.ratio is not None:
         plan = at(options.ratio)
@@ -134,38 +134,6 @@ def make_plan(analysis: Analysis, options: PruneOptions, cost_model: CostModel |
         notes.append(note)
     notes += fill_empty_tensors(plan, analysis, scores)
     return plan, notes
-
-
-def _importance(analysis: Analysis, criterion: str, seed: int) -> dict[str, np.ndarray]:
-    """``importance.all_importance``, holding at most one group's weights as arrays at a time.
-
-    Reading a weight through the graph-surgeon view caches a decoded copy next to the one in
-    the proto; on a large model that doubles the memory. The copies of each group's weights
-    are released once the group is scored (they are decoded again if read later)."""
-    scores = {}
-    inits = {t.name: t for t in analysis.model.graph.initializer}
-    for group in analysis.prunable_groups:
-        scores[group.id] = group_importance(analysis, group, criterion, seed)
-        release_weights(analysis, group.slots, inits)
-    return scores
-
-
-def release_weights(analysis: Analysis, slots=None, inits: dict | None = None) -> None:
-    """Drop the decoded arrays that the graph-surgeon view caches for initializers (all of
-    them, or those of ``slots``): they are read back from ``analysis.model`` on demand.
-    ``inits`` is ``{name: TensorProto}`` of ``analysis.model``, when the caller has it."""
-    from onnx_graphsurgeon.ir.tensor import LazyValues
-
-    if inits is None:
-        inits = {t.name: t for t in analysis.model.graph.initializer}
-    if slots is None:
-        tensors = [t for t in analysis.graph.tensors().values() if t.name in inits]
-    else:
-        tensors = [analysis.graph.nodes[s.node_index].inputs[s.input_index] for s in slots]
-    for tensor in tensors:
-        cached = getattr(tensor, "_values", None)
-        if isinstance(cached, np.ndarray) and tensor.name in inits:
-            tensor.values = LazyValues(inits[tensor.name])
 
 
 def _search_macs(analysis, at, options, cost_model):
@@ -240,9 +208,7 @@ def _record_metadata(model, plan, options, before: Cost, after: Cost) -> None:
 
 def load_and_analyze(path: str | Path, input_shapes: dict | None = None) -> Analysis:
     """Load, normalize and analyze an ONNX file (one copy of the weights in memory)."""
-    analysis = analyze(normalize(load_model(path), inplace=True), input_shapes)
-    release_weights(analysis)
-    return analysis
+    return analyze(normalize(load_model(path), inplace=True), input_shapes)
 
 
 def finalize(model: onnx.ModelProto, analysis: Analysis) -> bytes:
@@ -318,7 +284,6 @@ def prune_file(model_path: str | Path, out_path: str | Path, options: PruneOptio
     check_output(out_path, protected)
     analysis = analyze(normalize(model, inplace=True), input_shapes)
     del model
-    release_weights(analysis)
     result = prune_model(analysis, options)
     if not data_files and model_nbytes(result.model) < PROTOBUF_LIMIT:
         save_model_atomic(finalize(result.model, analysis), out_path, never_overwrite=protected)

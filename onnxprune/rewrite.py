@@ -21,7 +21,7 @@ from onnx import numpy_helper
 
 from .errors import OnnxPruneError
 from .graph import copy_without_initializers, infer_value_info
-from .groups import Analysis
+from .groups import Analysis, decoded
 
 
 class Rewriter:
@@ -51,7 +51,7 @@ class Rewriter:
 
     @staticmethod
     def const(tensor):
-        return tensor.values if isinstance(tensor, gs.Constant) else None
+        return decoded(tensor) if isinstance(tensor, gs.Constant) else None
 
     def axis_of(self, tensor):
         return None if tensor is None else self.analysis.axes.get(tensor.name)
@@ -233,12 +233,8 @@ def _slice_slots(analysis: Analysis, rw: Rewriter) -> None:
 def _sliced(tensor: gs.Constant, masks: dict[int, np.ndarray]) -> np.ndarray:
     """``tensor``'s values with only the ``True`` entries of ``masks[axis]`` kept along each axis.
 
-    The values are decoded for this use only when the graph-surgeon view has not cached them,
-    so slicing a large model does not leave a decoded copy of every weight behind."""
-    from onnx_graphsurgeon.ir.tensor import LazyValues
-
-    lazy = getattr(tensor, "_values", None)
-    values = numpy_helper.to_array(lazy.tensor) if isinstance(lazy, LazyValues) else tensor.values
+    The values are decoded for this use only (:func:`~onnxprune.groups.decoded`)."""
+    values = decoded(tensor)
     for axis, mask in sorted(masks.items()):
         values = np.compress(mask, values, axis=axis)
     return np.ascontiguousarray(values)

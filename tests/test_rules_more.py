@@ -4,7 +4,6 @@ Pad, and LSTM input features. Each graph is checked with the dead-channel oracle
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
