@@ -105,7 +105,7 @@ def time_stages(path: Path, out: Path, ratio: float = 0.3) -> dict:
     """Seconds per stage of one in-process prune of ``path`` into ``out``."""
     from onnxprune.graph import normalize, read_model, save_model_atomic
     from onnxprune.groups import analyze
-    from onnxprune.prune import PruneOptions, finalize, make_plan, release_weights
+    from onnxprune.prune import PruneOptions, finalize, make_plan
     from onnxprune.rewrite import apply_removal
 
     t = {}
@@ -115,7 +115,6 @@ def time_stages(path: Path, out: Path, ratio: float = 0.3) -> dict:
 
     start = time.perf_counter()
     analysis = analyze(normalize(model, inplace=True))
-    release_weights(analysis)
     t["analyze"] = time.perf_counter() - start
 
     start = time.perf_counter()
