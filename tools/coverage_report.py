@@ -12,6 +12,7 @@ Prints a Markdown table (the README's) and, with ``--json``, the raw figures.
 from __future__ import annotations
 
 import argparse
+import re
 import json
 import sys
 import tempfile
@@ -56,7 +57,7 @@ def sources(tmp: Path):
     for name, arch in ARCHITECTURES.items():
         path = tmp / f"{name}.onnx"
         export_onnx(build(name), path, arch.input_shape, fold_bn=False, dynamic_batch=True)
-        yield f"{name} ({arch.description.split(',')[0].split(':')[0]})", path, {}
+        yield f"{name} ({re.split(r',|:| on \[', arch.description)[0]})", path, {}
     yield from variants(tmp)
 
 
