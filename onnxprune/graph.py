@@ -563,15 +563,26 @@ def save_model_atomic(model: onnx.ModelProto | bytes, out: str | os.PathLike, *,
     _refuse_overwrite(out, protected)
     if not out.parent.is_dir():
         raise OnnxPruneError(f"output folder does not exist: {out.parent}")
+    write_atomic(out, model if isinstance(model, bytes) else model.SerializeToString())
+    return out
+
+
+def write_atomic(out: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``out`` through a temporary file in the same folder and ``os.replace``.
+
+    The file gets the usual mode under the umask (``mkstemp`` would leave 0600). SIGINT is held
+    back while the temporary file is created and renamed, so an interrupt leaves either the old
+    state or the complete file, and never a temporary file."""
+    out = Path(out)
     tmp = None
     try:
         with sigint_deferred():  # the temporary file exists only once the clean-up knows it
             fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         umask = os.umask(0)
         os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a written model gets the usual mode
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(model if isinstance(model, bytes) else model.SerializeToString())
+            fh.write(data)
         with sigint_deferred(written=str(out)):
             os.replace(tmp, out)
             tmp = None
@@ -581,7 +592,6 @@ def save_model_atomic(model: onnx.ModelProto | bytes, out: str | os.PathLike, *,
                 if os.path.exists(tmp):
                     os.unlink(tmp)
         raise
-    return out
 
 
 EXTERNAL_SIZE_THRESHOLD = 1024  # tensors of at least this many bytes go to the data file

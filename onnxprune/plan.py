@@ -64,8 +64,11 @@ class PruningPlan:
             "drop_blocks": list(self.drop_blocks),
         }
 
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1) + "\n"
+
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        Path(path).write_text(self.to_json())
 
     @classmethod
     def from_dict(cls, data: dict) -> "PruningPlan":

@@ -8,7 +8,6 @@ from __future__ import annotations
 import gc
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from .graph import (
     read_model,
     same_file,
     save_model_atomic,
-    sigint_deferred,
+    write_atomic,
 )
 from .groups import Analysis, analyze
 from .importance import CRITERIA, all_importance
@@ -320,27 +319,7 @@ def _disk_size(path: str | Path, data_files) -> int:
 
 
 def _save_plan_atomic(plan: PruningPlan, path: str | Path) -> None:
-    """``plan.save(path)`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    tmp = None
-    try:
-        with sigint_deferred():
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            os.close(fd)
-        plan.save(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        with sigint_deferred(written=str(path)):
-            os.replace(tmp, path)
-            tmp = None
-    except BaseException:
-        if tmp is not None:
-            with sigint_deferred():
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-        raise
+    """``plan`` as JSON at ``path``, written atomically (:func:`~onnxprune.graph.write_atomic`)."""
+    write_atomic(path, plan.to_json().encode())
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

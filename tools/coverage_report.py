@@ -57,7 +57,8 @@ def sources(tmp: Path):
     for name, arch in ARCHITECTURES.items():
         path = tmp / f"{name}.onnx"
         export_onnx(build(name), path, arch.input_shape, fold_bn=False, dynamic_batch=True)
-        yield f"{name} ({re.split(r',|:| on \[', arch.description)[0]})", path, {}
+        label = re.split(r",|:| on \[", arch.description)[0]
+        yield f"{name} ({label})", path, {}
     yield from variants(tmp)
 
 
