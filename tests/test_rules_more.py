@@ -4,6 +4,7 @@ Pad, and LSTM input features. Each graph is checked with the dead-channel oracle
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -93,3 +94,29 @@ def test_recurrent_input_features_are_a_consumer_slot(op, gates):
     lstm_macs = 7 * 2 * gates * hidden * (feats + hidden)
     assert CostModel(a).cost().macs == 7 * 2 * 4 * feats + lstm_macs
     assert self_check(a).passed
+
+
+def test_weights_behind_cast_are_folded_and_pruned(tmp_path):
+    """Mixed-precision exports store weights as fp16 behind ``Cast(to=FLOAT)``."""
+    from onnxprune.prune import PruneOptions, prune_file
+
+    w1 = numpy_helper.from_array(RNG.standard_normal((8, 3, 3, 3)).astype(np.float16), "w1_fp16")
+    w2 = numpy_helper.from_array(RNG.standard_normal((4, 8, 3, 3)).astype(np.float16), "w2_fp16")
+    nodes = [
+        helper.make_node("Cast", ["w1_fp16"], ["w1"], name="cast1", to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["w2_fp16"], ["w2"], name="cast2", to=TensorProto.FLOAT),
+        helper.make_node("Conv", ["x", "w1"], ["c"], name="conv1"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "w2"], ["y"], name="conv2"),
+    ]
+    a = model(nodes, [w1, w2], [1, 3, 8, 8])
+    conv1 = next(g for g in a.groups if g.anchor == "conv1")
+    assert conv1.prunable and conv1.channels == 8
+    assert {s.tensor for s in conv1.slots} == {"w1", "w2"}  # the folded Cast outputs
+    assert self_check(a).passed
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])], [w1, w2])
+    src = tmp_path / "cast.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), src)
+    result = prune_file(src, tmp_path / "out.onnx", PruneOptions(ratio=0.5))
+    assert result.after.macs < 0.6 * result.before.macs
