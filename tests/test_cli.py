@@ -14,7 +14,6 @@ Bad input must give exit code 2, ``error: ...`` on stderr, nothing on stdout and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -27,10 +26,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
-from onnxprune.cli import main
+
+from clirun import assert_bad_input, cli, ok, sha256
 from onnxprune.rules import registered_ops
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -43,43 +42,6 @@ PRUNABLE_CHANNELS = 16 + 16 + 32 + 32 + 64 + 64
 
 
 # ---------------------------------------------------------------- helpers
-def cli(*args, **kwargs):
-    """Run ``onnxprune ARGS`` in-process; every argument is turned into a string."""
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=True, **kwargs)
-
-
-def ok(result):
-    """Assert exit 0 (showing both streams and any exception otherwise) and return the result."""
-    assert result.exit_code == 0, (
-        f"exit {result.exit_code}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}\nexception: {result.exception!r}"
-    )
-    return result
-
-
-def assert_bad_input(result, *needles: str, quiet: bool = True) -> str:
-    """Exit 2 with one ``error: ...`` message on stderr that contains every needle
-    (and, if ``quiet``, nothing on stdout).
-
-    Rich wraps long messages at 80 columns (a bug, see ``test_long_error_message_is_one_line``),
-    so this joins wrapped lines before looking for the needles. Returns the joined message.
-    """
-    detail = f"exit {result.exit_code}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}\nexception: {result.exception!r}"
-    assert result.exit_code == 2, detail
-    assert isinstance(result.exception, SystemExit), detail  # not an exception that escaped the CLI
-    assert "Traceback" not in result.output + result.stderr, detail
-    assert result.stdout == "" or not quiet, detail
-    assert result.stderr.startswith("error: "), detail
-    assert not any(line.startswith(("error:", "warning:", "Usage:")) for line in result.stderr.splitlines()[1:]), detail
-    message = " ".join(result.stderr.split())
-    for needle in needles:
-        assert needle.lower() in message.lower(), f"{needle!r} not in {message!r}"
-    return message
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 

@@ -10,7 +10,6 @@ line ``error: ...`` on stderr and no traceback.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -22,11 +21,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune import prune as prune_api
-from onnxprune.cli import main
+
+from clirun import assert_bad_input, cli, ok, sha256
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph import load_model, normalize
 from onnxprune.groups import analyze
@@ -39,34 +38,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 # ---------------------------------------------------------------- helpers
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=True)
-
-
-def ok(result):
-    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.stdout}\n{result.stderr}\n{result.exception!r}"
-    return result
-
-
-def assert_bad_input(result, *needles: str) -> str:
-    """Exit 2, one ``error: ...`` line on stderr containing every needle, nothing on stdout."""
-    detail = f"exit {result.exit_code}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}\nexception: {result.exception!r}"
-    assert result.exit_code == 2, detail
-    assert isinstance(result.exception, SystemExit), detail
-    assert "Traceback" not in result.output + result.stderr, detail
-    assert result.stdout == "", detail
-    assert result.stderr.startswith("error: "), detail
-    assert len(result.stderr.strip().splitlines()) == 1, detail
-    message = " ".join(result.stderr.split())
-    for needle in needles:
-        assert needle.lower() in message.lower(), f"{needle!r} not in {message!r}"
-    return message
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def session(model) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
