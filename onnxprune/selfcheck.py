@@ -18,7 +18,7 @@ from onnx import numpy_helper
 
 from .cost import CostModel
 from .groups import BIAS, IN, NORM, OUT, Analysis, analyze
-from .plan import GroupPlan, PruningPlan, fill_empty_tensors
+from .decide.plan import GroupPlan, PruningPlan, fill_empty_tensors
 from .rewrite import apply_removal
 
 ZEROED_ROLES = (OUT, IN, NORM, BIAS)

@@ -570,7 +570,7 @@ def check_dead_oracle(m: RandModel, fraction: float, seed: int) -> None:
 """
     from onnxprune.cost import CostModel
     from onnxprune.groups import analyze
-    from onnxprune.plan import fill_empty_tensors
+    from onnxprune.decide.plan import fill_empty_tensors
     from onnxprune.rewrite import apply_removal
     from onnxprune.selfcheck import dead_channel_plan, kill_channels, random_feeds
 
@@ -624,8 +624,8 @@ def check_prune(m: RandModel, ratio: float, criterion: str, global_rank: bool, r
     from onnxprune.cost import CostModel
     from onnxprune.errors import OnnxPruneError
     from onnxprune.groups import analyze
-    from onnxprune.plan import PruningPlan
-    from onnxprune.prune import PruneOptions, finalize, prune_model
+    from onnxprune.decide.plan import PruningPlan
+    from onnxprune.pipeline import PruneOptions, finalize, prune_model
     from onnxprune.selfcheck import random_feeds
 
     a = analyze_model(m)

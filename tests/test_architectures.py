@@ -22,8 +22,8 @@ from models import ARCHITECTURES, build  # noqa: E402
 from models.export import export_onnx  # noqa: E402
 from onnxprune.cost import CostModel  # noqa: E402
 from onnxprune.groups import analyze  # noqa: E402
-from onnxprune.prune import PruneOptions, load_and_analyze, prune_file  # noqa: E402
-from onnxprune.report import analysis_report  # noqa: E402
+from onnxprune.pipeline import PruneOptions, load_and_analyze, prune_file  # noqa: E402
+from onnxprune.cli.report import analysis_report  # noqa: E402
 from onnxprune.rewrite import apply_removal  # noqa: E402
 
 from oracle import dead_channel_plan, kill_channels, random_feeds, run  # noqa: E402

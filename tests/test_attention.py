@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 from onnxprune.groups import OUT  # noqa: E402
-from onnxprune.prune import PruneOptions, load_and_analyze, prune_file  # noqa: E402
+from onnxprune.pipeline import PruneOptions, load_and_analyze, prune_file  # noqa: E402
 from onnxprune.selfcheck import run, self_check  # noqa: E402
 
 D, HEADS, T = 32, 4, 8

@@ -1,4 +1,4 @@
-"""Tests for onnxprune.bench: interleaved order, statistics, batch handling, errors."""
+"""Tests for onnxprune.runtime.bench: interleaved order, statistics, batch handling, errors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune import bench as bench_mod
-from onnxprune.bench import BenchReport, bench, interleaved_times
+from onnxprune.runtime import bench as bench_mod
+from onnxprune.runtime.bench import BenchReport, bench, interleaved_times
 from onnxprune.errors import OnnxPruneError
 
 
@@ -172,7 +172,7 @@ def test_no_models():
 
 
 def test_run_failure_is_a_clean_error(models):
-    from onnxprune.evaluate import make_session
+    from onnxprune.runtime.evaluate import make_session
 
     session = make_session(models[0])
     with pytest.raises(OnnxPruneError, match="m0: onnxruntime failed"):

@@ -14,7 +14,7 @@ from graphs import Builder
 from onnxprune.cost import Cost, CostModel, model_cost
 from onnxprune.graph import normalize
 from onnxprune.groups import analyze
-from onnxprune.plan import GroupPlan, PruningPlan
+from onnxprune.decide.plan import GroupPlan, PruningPlan
 from onnxprune.rewrite import apply_removal
 
 

@@ -1,4 +1,4 @@
-"""Tests for onnxprune.evaluate: sessions, data loading, running, comparing, verify."""
+"""Tests for onnxprune.runtime.evaluate: sessions, data loading, running, comparing, verify."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune import evaluate
+from onnxprune.runtime import evaluate
 from onnxprune.errors import OnnxPruneError
-from onnxprune.evaluate import (
+from onnxprune.runtime.evaluate import (
     Dataset,
     InputSpec,
     compare_outputs,

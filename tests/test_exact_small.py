@@ -23,7 +23,7 @@ from oracle import dead_channel_plan, kill_channels, random_feeds, run
 from onnxprune.cost import CostModel
 from onnxprune.graph import normalize
 from onnxprune.groups import analyze
-from onnxprune.plan import GroupPlan, PruningPlan, fill_empty_tensors
+from onnxprune.decide.plan import GroupPlan, PruningPlan, fill_empty_tensors
 from onnxprune.rewrite import apply_removal
 
 TOLERANCE = 1e-5

@@ -15,7 +15,7 @@ from graphs import Builder
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph import normalize
 from onnxprune.groups import analyze
-from onnxprune.importance import CRITERIA, all_importance, group_importance
+from onnxprune.decide.importance import CRITERIA, all_importance, group_importance
 
 # Four 1x1 filters over 2 input channels, chosen so that L1 and L2 order them differently:
 #   f0 = [3, 4]: L1 7, L2 5;  f1 = [6, 0]: L1 6, L2 6;  f2 = [1, 1]: L1 2, L2 1.414;  f3 = [-9, -0.5]: L1 9.5, L2 9.01

@@ -9,8 +9,8 @@ torch = pytest.importorskip("torch")
 
 from models import ARCHITECTURES, build  # noqa: E402
 from models.export import export_onnx  # noqa: E402
-from onnxprune.importance import group_importance  # noqa: E402
-from onnxprune.prune import load_and_analyze  # noqa: E402
+from onnxprune.decide.importance import group_importance  # noqa: E402
+from onnxprune.pipeline import load_and_analyze  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["resnet20", "vgg16_bn"])

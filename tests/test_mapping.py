@@ -11,7 +11,7 @@ from models import ARCHITECTURES, build  # noqa: E402
 from models.export import export_onnx  # noqa: E402
 from onnxprune.groups import OUT  # noqa: E402
 from onnxprune.mapping import group_parameters  # noqa: E402
-from onnxprune.prune import load_and_analyze  # noqa: E402
+from onnxprune.pipeline import load_and_analyze  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["resnet20", "se_resnet", "yolo_c2f"])

@@ -18,7 +18,7 @@ from onnx import version_converter  # noqa: E402
 
 from models import ARCHITECTURES, build  # noqa: E402
 from models.export import export_onnx  # noqa: E402
-from onnxprune.prune import load_and_analyze  # noqa: E402
+from onnxprune.pipeline import load_and_analyze  # noqa: E402
 from onnxprune.selfcheck import self_check  # noqa: E402
 
 OPSETS = (11, 13, 16, 18, 20, 21)

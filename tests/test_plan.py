@@ -16,7 +16,7 @@ from graphs import Builder
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph import normalize
 from onnxprune.groups import analyze
-from onnxprune.plan import (
+from onnxprune.decide.plan import (
     GroupPlan,
     PruningPlan,
     check_ratio,

@@ -9,7 +9,7 @@ import pytest
 
 from onnxprune.cost import CostModel
 from onnxprune.groups import analyze
-from onnxprune.prune import PruneOptions, load_and_analyze, prune_file
+from onnxprune.pipeline import PruneOptions, load_and_analyze, prune_file
 from onnxprune.rewrite import apply_removal
 
 from oracle import dead_channel_plan, kill_channels, run

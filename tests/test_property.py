@@ -119,7 +119,7 @@ def test_self_check_when_half_the_units_empty_a_tensor(case, opset):
     build = _one_channel_split_model if case == "split" else _grouped_conv_over_concat_model
     a = rg.analyze_model(rg.RandModel(build(opset), opset, "init", 1))
     assert [g.prunable for g in a.groups] == [True, True, False]
-    from onnxprune.plan import fill_empty_tensors
+    from onnxprune.decide.plan import fill_empty_tensors
     from onnxprune.selfcheck import dead_channel_plan
 
     assert fill_empty_tensors(dead_channel_plan(a, 0.5, 0), a, {})  # the case that needs the repair

@@ -98,7 +98,7 @@ def test_recurrent_input_features_are_a_consumer_slot(op, gates):
 
 def test_weights_behind_cast_are_folded_and_pruned(tmp_path):
     """Mixed-precision exports store weights as fp16 behind ``Cast(to=FLOAT)``."""
-    from onnxprune.prune import PruneOptions, prune_file
+    from onnxprune.pipeline import PruneOptions, prune_file
 
     w1 = numpy_helper.from_array(RNG.standard_normal((8, 3, 3, 3)).astype(np.float16), "w1_fp16")
     w2 = numpy_helper.from_array(RNG.standard_normal((4, 8, 3, 3)).astype(np.float16), "w2_fp16")

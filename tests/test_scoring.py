@@ -7,8 +7,8 @@ import onnxruntime as ort
 import pytest
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.plan import PruningPlan
-from onnxprune.scoring import EvaluatorSpec, PlanEvaluator, evaluate_plans, ratio_plan
+from onnxprune.decide.plan import PruningPlan
+from onnxprune.runtime.scoring import EvaluatorSpec, PlanEvaluator, evaluate_plans, ratio_plan
 
 MODEL = "models/digits/resnet8_digits.onnx"
 DATA = "models/digits/digits_test.npz"

@@ -31,8 +31,8 @@ import pytest
 from click.testing import CliRunner
 
 from onnxprune.cli import main
-from onnxprune.prune import PruneOptions, load_and_analyze, prune_file
-from onnxprune.report import analysis_report
+from onnxprune.pipeline import PruneOptions, load_and_analyze, prune_file
+from onnxprune.cli.report import analysis_report
 from onnxprune.selfcheck import run, self_check
 
 from thirdparty import (CAPTCHA_CRNN, OPENNSFW_TF2ONNX, OPENNSFW_TORCH, PPOCR_DET, PPOCR_REC, SILERO_VAD_SPOX,

@@ -164,7 +164,7 @@ def main() -> None:
         cli = [sys.executable, "-m", "onnxprune.cli"]
         report: dict = {"src": str(args.src), "model": {"bytes_on_disk": size, "gb": round(size / 1e9, 3), "build_s": round(build_s, 1),
                                   "nodes": len(onnx.load(str(model), load_external_data=False).graph.node)}}
-        base = timed([sys.executable, "-c", "import onnxprune.prune, onnxruntime, onnx_graphsurgeon"], args.src)
+        base = timed([sys.executable, "-c", "import onnxprune.pipeline, onnxruntime, onnx_graphsurgeon"], args.src)
         report["baseline_interpreter"] = base
         if args.analyze:
             report["analyze"] = timed([*cli, "analyze", str(model)], args.src)

@@ -9,7 +9,7 @@ varied), exports it with BN folded by the exporter and a dynamic batch, then for
 and times it (wall clock, interpreter start, load and save included; median of 3 runs). ``--round-to`` defaults
 to 16: onnxruntime's fast NCHWc convolutions need output channels that are a multiple of the
 MLAS block size (16 with AVX-512, 8 with AVX2); other counts fall back to a slower path. All models are then timed
-side by side in ONE interleaved onnxruntime CPU run (``onnxprune.bench``), and each speedup is
+side by side in ONE interleaved onnxruntime CPU run (``onnxprune.runtime.bench``), and each speedup is
 compared with the ideal, ``MACs before / MACs after``.
 
 Where ``torch-pruning`` is installed, Torch-Pruning (DepGraph, L1 magnitude, uniform ratio) is
@@ -40,7 +40,7 @@ import torch  # noqa: E402
 
 from models import ARCHITECTURES, build  # noqa: E402
 from models.export import export_onnx  # noqa: E402
-from onnxprune.bench import bench  # noqa: E402
+from onnxprune.runtime.bench import bench  # noqa: E402
 
 SHAPE = ARCHITECTURES["resnet50"].input_shape
 

@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from onnxprune.errors import OnnxPruneError
+from ..errors import OnnxPruneError
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto
 """A model given as a file path, serialized bytes, or an in-memory ``onnx.ModelProto``."""

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import OnnxPruneError
-from .groups import Analysis, ChannelGroup
+from ..errors import OnnxPruneError
+from ..groups import Analysis, ChannelGroup
 
 FORMAT = "onnxprune.plan/1"
 

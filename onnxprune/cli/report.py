@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cost import CostModel
-from .groups import Analysis
+from ..cost import CostModel
+from ..groups import Analysis
 
 
 def analysis_report(analysis: Analysis, cost_model: CostModel | None = None) -> dict:

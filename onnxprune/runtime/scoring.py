@@ -13,12 +13,12 @@ from __future__ import annotations
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from .cost import CostModel
-from .errors import OnnxPruneError
+from ..cost import CostModel
+from ..errors import OnnxPruneError
 from .evaluate import Dataset, compare_outputs, input_specs, load_data, make_session, random_data, run_model
-from .plan import PruningPlan, resolve
-from .prune import load_and_analyze
-from .rewrite import apply_removal
+from ..decide.plan import PruningPlan, resolve
+from ..pipeline import load_and_analyze
+from ..rewrite import apply_removal
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class PlanEvaluator:
     """Callable scoring one :class:`PruningPlan` at a time (see the module doc)."""
 
     def __init__(self, spec: EvaluatorSpec) -> None:
-        from .importance import all_importance
+        from ..decide.importance import all_importance
 
         self.spec = spec
         self.analysis = load_and_analyze(spec.model, spec.input_shapes)
@@ -120,7 +120,7 @@ def evaluate_plans(spec: EvaluatorSpec, plans: list[PruningPlan], workers: int =
 
 def ratio_plan(evaluator: PlanEvaluator, ratios: dict[str, float]) -> PruningPlan:
     """A plan that carries only per-group pruning ratios (resolved with the spec's criterion)."""
-    from .plan import GroupPlan
+    from ..decide.plan import GroupPlan
 
     plan = PruningPlan(criterion=evaluator.spec.criterion)
     for gid, ratio in ratios.items():

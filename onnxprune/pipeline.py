@@ -32,8 +32,8 @@ from .graph import (
     write_atomic,
 )
 from .groups import Analysis, analyze
-from .importance import CRITERIA, all_importance
-from .plan import (
+from .decide.importance import CRITERIA, all_importance
+from .decide.plan import (
     PruningPlan,
     check_ratio,
     fill_empty_tensors,

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import OnnxPruneError
-from .groups import IN, NORM, OUT, Analysis, ChannelGroup, decoded
+from ..errors import OnnxPruneError
+from ..groups import IN, NORM, OUT, Analysis, ChannelGroup, decoded
 
 CRITERIA = ("l1", "l2", "bn-scale", "fpgm", "random")
 

@@ -30,8 +30,8 @@ from typing import Any, Sequence
 import numpy as np
 import onnxruntime
 
-from onnxprune.errors import OnnxPruneError
-from onnxprune.evaluate import (
+from ..errors import OnnxPruneError
+from .evaluate import (
     ModelSource,
     check_shapes_batch,
     input_specs,

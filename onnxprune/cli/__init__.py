@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.markup import escape as rich_escape
 from rich.table import Table
 
-from . import __version__
-from .errors import OnnxPruneError
+from .. import __version__
+from ..errors import OnnxPruneError
 
 out = Console()
 err = Console(stderr=True)
@@ -60,7 +60,7 @@ def _errors(fn):
 
 
 def _shapes(specs) -> dict:
-    from .evaluate import parse_input_shapes
+    from ..runtime.evaluate import parse_input_shapes
 
     return parse_input_shapes(specs)
 
@@ -110,7 +110,7 @@ def analyze(model, input_shape, json_path, plot_path, details, self_check):
     Prints one row per channel group: channels, the params and MACs it carries, and whether it
     can be pruned or why not, then model totals at the input shape.
     """
-    from .prune import load_and_analyze
+    from ..pipeline import load_and_analyze
     from .report import analysis_report, human, plot_groups
 
     _check_writable(json_path, plot_path)
@@ -136,7 +136,7 @@ def analyze(model, input_shape, json_path, plot_path, details, self_check):
         err.print(f"warning: {len(t['nodes_without_macs_shape'])} layers have shapes that could not be inferred and count 0 MACs "
                   "(if an input has dynamic dims, --input-shape may resolve them)", soft_wrap=True)
     if self_check:
-        from .selfcheck import self_check as run_self_check
+        from ..selfcheck import self_check as run_self_check
 
         check = run_self_check(analysis)
         report["self_check"] = check.to_dict()
@@ -178,8 +178,8 @@ def prune(model, output, criterion, ratio, global_rank, max_ratio, target_macs, 
     The output passes onnx.checker (full check) and runs in onnxruntime before it is written
     atomically. Graph inputs, outputs, opset and dynamic dims are kept.
     """
-    from .plan import PruningPlan
-    from .prune import PruneOptions, prune_file
+    from ..decide.plan import PruningPlan
+    from ..pipeline import PruneOptions, prune_file
 
     plan = None
     save_plan = None
@@ -244,7 +244,7 @@ def verify(original, pruned, data_path, samples, seed, batch_size, provider, inp
     Reports per output: max/mean absolute error, cosine similarity, top-1 agreement for
     classifier outputs [N, K], and each model's accuracy when the data has labels.
     """
-    from .evaluate import verify as run_verify
+    from ..runtime.evaluate import verify as run_verify
 
     _check_writable(json_path)
     for path in (original, pruned):
@@ -284,7 +284,7 @@ def bench(models, provider, threads, batch, runs, warmup, seed, input_shape, jso
 
     Runs are interleaved in rotating rounds after warm-up, so machine noise hits all models alike.
     """
-    from .bench import bench as run_bench
+    from ..runtime.bench import bench as run_bench
 
     _check_writable(json_path)
     for path in models:

@@ -1,0 +1,5 @@
+"""``python -m onnxprune.cli``: the command line."""
+
+from . import main
+
+main()

@@ -1,0 +1,1 @@
+"""What to prune: importance criteria, the plan format, and schedules."""

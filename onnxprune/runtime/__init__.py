@@ -1,0 +1,1 @@
+"""Run ONNX models in onnxruntime: sessions, data, verify, bench and plan scoring."""
