@@ -305,6 +305,12 @@ class Analysis:
         """``id(node)`` → position of the graph-surgeon node."""
         return {id(n): i for i, n in enumerate(self.graph.nodes)}
 
+    @cached_property
+    def output_axis(self) -> dict[int, int]:
+        """Node index → the axis of its weight (input 1) that holds the node's output channels,
+        read off the node's ``out`` slot (only for nodes that create channels)."""
+        return {s.node_index: s.axis for s in self.slots if s.role == OUT and s.input_index == 1}
+
     @property
     def prunable_groups(self) -> list[ChannelGroup]:
         return [g for g in self.groups if g.prunable]

@@ -12,9 +12,13 @@ Criteria (``CRITERIA``):
   Geometric Median", CVPR 2019). Uses output-filter slots only; without one, falls back to ``l2``.
 * ``random``: seeded uniform scores, a baseline.
 
-**BN-aware filters.** A producer filter followed by BatchNormalization is scored as if BN were
-folded into it (rows scaled by ``|gamma| / sqrt(var + eps)``), so a model ranks the same whether
-its exporter kept BN or folded it: BN makes the raw filter norm meaningless (scale invariance).
+**BN-aware weights.** A Conv/Gemm/MatMul weight whose output is read only by a BatchNormalization
+is scored as the weight the exporter would fold that BN into: ``W * gamma / sqrt(var + eps)``
+along the layer's own output axis (signed gamma, as the fold). This applies to every slot the
+weight has, producer filters *and* consumer columns: a consumer's column ``W2[:, c]`` of a
+folded export carries the consumer's own BN scale per row. So a model scores the same, up to
+float round-off, whether its exporter kept BN or folded it; BN makes the raw weight norms
+meaningless (scale invariance).
 
 **Aggregation over the group's slots.** A group's channel appears in several weight slots:
 producer filters (``W[c, ...]`` of each Conv/Gemm that outputs it), consumer columns
@@ -30,6 +34,7 @@ group "mean" normalization).
 from __future__ import annotations
 
 import numpy as np
+import onnx_graphsurgeon as gs
 
 from ..errors import OnnxPruneError
 from ..groups import IN, NORM, OUT, Analysis, ChannelGroup, decoded
@@ -82,27 +87,29 @@ def _fpgm(rows: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
     return np.sqrt(d2).sum(axis=1)
 
 
-def _bn_factors(analysis: Analysis, group: ChannelGroup) -> dict[int, np.ndarray]:
-    """Per producer node index: ``|gamma|/sqrt(var+eps)`` of the BatchNorm reading its output."""
-    factors: dict[int, np.ndarray] = {}
-    index = analysis.node_index
-    for slot in group.slots:
-        node = analysis.graph.nodes[slot.node_index]
-        if node.op != "BatchNormalization" or slot.input_index != 1 or len(node.inputs) < 5:
-            continue
-        producers = node.inputs[0].inputs
-        if len(producers) != 1 or producers[0].op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
-            continue
-        if len(node.inputs[0].outputs) != 1:
-            continue  # the raw conv output is read elsewhere too: its scale matters there
-        gamma = np.abs(np.asarray(decoded(node.inputs[1]), dtype=np.float64))
-        var = np.asarray(decoded(node.inputs[4]), dtype=np.float64)
-        factors[index[id(producers[0])]] = gamma / np.sqrt(var + float(node.attrs.get("epsilon", 1e-5)))
-    return factors
+def _bn_folded(analysis: Analysis, node_index: int, values: np.ndarray) -> np.ndarray:
+    """``values`` (the weight of node ``node_index``) scaled as if the BatchNormalization that
+    alone reads the node's output were folded into it; unchanged when there is none."""
+    axis = analysis.output_axis.get(node_index)
+    node = analysis.graph.nodes[node_index]
+    if axis is None or len(node.outputs) != 1:
+        return values
+    readers = node.outputs[0].outputs
+    if len(readers) != 1 or readers[0].op != "BatchNormalization" or len(readers[0].inputs) < 5:
+        return values
+    bn = readers[0]
+    if bn.inputs[0] is not node.outputs[0] or not all(isinstance(t, gs.Constant) for t in (bn.inputs[1], bn.inputs[4])):
+        return values
+    gamma = np.asarray(decoded(bn.inputs[1]), dtype=np.float64)
+    var = np.asarray(decoded(bn.inputs[4]), dtype=np.float64)
+    if gamma.shape != (values.shape[axis],) or var.shape != gamma.shape:
+        return values  # e.g. a grouped ConvTranspose, whose weight holds C_out / group per row
+    shape = [1] * values.ndim
+    shape[axis] = -1
+    return values * (gamma / np.sqrt(var + float(bn.attrs.get("epsilon", 1e-5)))).reshape(shape)
 
 
 def _aggregate(analysis: Analysis, group: ChannelGroup, roles, score_fn) -> np.ndarray | None:
-    factors = _bn_factors(analysis, group)
     k = analysis.group_index[group.id]
     total = np.zeros(group.channels)
     count = np.zeros(group.channels)
@@ -112,12 +119,11 @@ def _aggregate(analysis: Analysis, group: ChannelGroup, roles, score_fn) -> np.n
         roots = analysis.root_of[slot.ids]
         inside = analysis.unit_group[roots] == k
         pos = analysis.unit_position[roots]
-        values = decoded(analysis.graph.nodes[slot.node_index].inputs[slot.input_index])
-        rows = np.moveaxis(np.asarray(values), slot.axis, 0)
-        rows = rows.reshape(rows.shape[0], -1).astype(np.float64)
-        if slot.role == OUT and slot.node_index in factors and len(factors[slot.node_index]) == len(rows):
-            rows = rows * factors[slot.node_index][:, None]
-        rows = rows[inside]
+        values = np.asarray(decoded(analysis.graph.nodes[slot.node_index].inputs[slot.input_index]), dtype=np.float64)
+        if slot.input_index == 1 and slot.role in (OUT, IN):
+            values = _bn_folded(analysis, slot.node_index, values)
+        rows = np.moveaxis(values, slot.axis, 0)
+        rows = rows.reshape(rows.shape[0], -1)[inside]
         present = np.unique(pos[inside])
         local = np.searchsorted(present, pos[inside])
         raw = score_fn(rows, local, len(present))
