@@ -1,14 +1,20 @@
 """The pruning pipeline as a Python API: load → analyze → score → plan → rewrite → check → save.
 
-The CLI's ``prune`` command is a thin wrapper over :func:`prune_file`.
+:func:`prune_file` is the whole pipeline from a file to a file. :func:`prune_into` stages the
+result in an :class:`~onnxprune.graph.outputs.OutputSet` that the caller commits, so that a
+command can publish its other outputs (a JSON summary) in the same transaction. The CLI's
+``prune`` command is a thin wrapper over it. Errors name options as Python parameters; the CLI
+spells them as its flags.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import gc
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,31 +23,26 @@ import onnx
 
 from . import __version__
 from .cost import Cost, CostModel
-from .errors import OnnxPruneError
-from .graph import (
-    PROTOBUF_LIMIT,
-    StagedModel,
-    check_model,
-    check_output,
-    load_model,
-    model_nbytes,
-    normalize,
-    read_model,
-    same_file,
-    save_model_atomic,
-    write_atomic,
-)
-from .groups import Analysis, analyze
-from .decide.importance import CRITERIA, all_importance
+from .decide.importance import CRITERIA, all_importance, criterion_used
 from .decide.plan import (
     PruningPlan,
     check_ratio,
+    excluded,
     fill_empty_tensors,
     global_plan,
     resolve,
     uniform_plan,
 )
+from .decide.target import meet_macs_target
+from .errors import OnnxPruneError, render_options
+from .graph import PROTOBUF_LIMIT, check_model, model_nbytes, normalize, read_model
+from .graph.outputs import OutputSet
+from .groups import Analysis, analyze
 from .rewrite import apply_removal
+
+Progress = Callable[[str], None]
+"""Told the name of each stage as it starts: loading, analyzing, planning, rewriting, checking,
+saving."""
 
 
 @dataclass
@@ -49,7 +50,8 @@ class PruneOptions:
     """What to prune and how much (see ``onnxprune prune --help``).
 
     Exactly one amount: ``ratio`` (uniform, or global with ``global_rank``), ``target_macs``
-    (fraction of MACs to keep, reached by bisection over the ratio), or ``plan``.
+    (fraction of MACs to keep, met within 0.02 by :mod:`onnxprune.decide.target`), or ``plan``.
+    A plan that removes nothing is refused unless ``allow_noop``.
     """
 
     criterion: str = "l1"
@@ -62,26 +64,34 @@ class PruneOptions:
     exclude: tuple[str, ...] = ()
     plan: PruningPlan | None = None
     seed: int = 0
+    allow_noop: bool = False
 
     def validate(self) -> None:
         if self.criterion not in CRITERIA:
             raise OnnxPruneError(f"unknown criterion {self.criterion!r}; choose one of {', '.join(CRITERIA)}")
         amounts = [self.ratio is not None, self.target_macs is not None, self.plan is not None]
         if sum(amounts) != 1:
-            raise OnnxPruneError("give exactly one of --ratio, --target-macs or --plan (an existing plan file)")
+            raise OnnxPruneError("give exactly one of {ratio}, {target_macs} or {plan} (an existing plan file)")
         if self.ratio is not None:
             check_ratio(self.ratio)
-        check_ratio(self.max_ratio, "--max-ratio")
+        check_ratio(self.max_ratio, "{max_ratio}")
         if self.target_macs is not None and not (0.0 < self.target_macs <= 1.0 and math.isfinite(self.target_macs)):
-            raise OnnxPruneError(f"--target-macs must be in (0, 1], got {self.target_macs}")
-        if self.round_to < 1:
-            raise OnnxPruneError(f"--round-to must be >= 1, got {self.round_to}")
-        if self.min_channels < 1:
-            raise OnnxPruneError(f"--min-channels must be >= 1, got {self.min_channels}")
+            raise OnnxPruneError(f"{{target_macs}} must be in (0, 1], got {self.target_macs}")
+        for name in ("round_to", "min_channels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise OnnxPruneError(f"{{{name}}} must be an integer >= 1, got {value}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise OnnxPruneError(f"{{seed}} must be an integer >= 0, got {self.seed}")
 
 
 @dataclass
 class PruneResult:
+    """What a prune did. ``criterion`` says what ranked the channels, fallbacks included
+    (``bn-scale (l1 for 2 groups without BN)``); ``noop`` is True when nothing was removed
+    (only with ``allow_noop``). ``notes`` write options as ``{name}``: read them through
+    :meth:`notes_text` or :meth:`to_dict`."""
+
     model: onnx.ModelProto
     plan: PruningPlan
     before: Cost
@@ -93,25 +103,41 @@ class PruneResult:
     seconds: float = 0.0
     bytes_before: int | None = None
     bytes_after: int | None = None
+    criterion: str = ""
+    input_shapes: dict = field(default_factory=dict)
+    noop: bool = False
 
-    def to_dict(self) -> dict:
+    def notes_text(self, spell=None) -> list[str]:
+        """:attr:`notes` with their options spelled by ``spell`` (default: Python parameter names;
+        the CLI spells them as its flags)."""
+        return [render_options(note, spell) for note in self.notes]
+
+    def to_dict(self, spell=None) -> dict:
+        """A JSON-serialisable summary (notes rendered with ``spell``, see :meth:`notes_text`)."""
         return {
             "macs_before": self.before.macs, "macs_after": self.after.macs,
             "macs_kept": self.after.macs / self.before.macs if self.before.macs else None,
             "params_before": self.before.params, "params_after": self.after.params,
             "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
             "groups_pruned": self.groups_pruned, "groups_blocked": self.groups_blocked,
-            "groups_untouched": self.groups_untouched, "criterion": self.plan.criterion,
-            "notes": self.notes, "seconds": round(self.seconds, 3),
+            "groups_untouched": self.groups_untouched, "criterion": self.criterion or self.plan.criterion,
+            "input_shapes": {k: list(v) for k, v in self.input_shapes.items()}, "noop": self.noop,
+            "notes": self.notes_text(spell), "seconds": round(self.seconds, 3),
         }
 
 
 def make_plan(analysis: Analysis, options: PruneOptions, cost_model: CostModel | None = None) -> tuple[PruningPlan, list[str]]:
-    """The plan that ``options`` ask for, with ``keep`` resolved for every entry."""
+    """The plan that ``options`` ask for, with ``keep`` resolved for every entry; and notes.
+
+    Errors (``OnnxPruneError``): bad options, an ``exclude`` pattern that matches nothing,
+    ``bn-scale`` on a model without BatchNorm, a MACs target that cannot be met.
+    """
     options.validate()
-    scores = all_importance(analysis, options.criterion, options.seed)
-    kw = dict(min_channels=options.min_channels, round_to=options.round_to, exclude=options.exclude,
-              criterion=options.criterion)
+    _check_exclude(analysis, options.exclude)
+    criterion = options.plan.criterion if options.plan is not None and options.plan.criterion else options.criterion
+    _check_criterion(analysis, criterion)
+    scores = all_importance(analysis, criterion, options.seed)
+    kw = dict(min_channels=options.min_channels, round_to=options.round_to, exclude=options.exclude, criterion=criterion)
 
     def at(ratio: float) -> PruningPlan:
         if options.global_rank:
@@ -122,76 +148,124 @@ def make_plan(analysis: Analysis, options: PruneOptions, cost_model: CostModel |
     if options.plan is not None:
         plan = options.plan
         plan.validate(analysis)
-        plan.criterion = plan.criterion or options.criterion
-        if plan.criterion != options.criterion:
-            scores = all_importance(analysis, plan.criterion, options.seed)
+        plan.criterion = criterion
         plan = resolve(plan, analysis, scores, min_channels=options.min_channels, round_to=options.round_to)
     elif options.ratio is not None:
         plan = at(options.ratio)
     else:
-        plan, note = _search_macs(analysis, at, options, cost_model or CostModel(analysis))
-        notes.append(note)
+        search = meet_macs_target(analysis, cost_model or CostModel(analysis), at, scores, options.target_macs,
+                                  max_ratio=options.max_ratio, min_channels=options.min_channels,
+                                  round_to=options.round_to, order="score" if options.global_rank else "ratio")
+        plan = search.plan
+        notes.append(search.note(options.target_macs))
     notes += fill_empty_tensors(plan, analysis, scores)
     return plan, notes
 
 
-def _search_macs(analysis, at, options, cost_model):
-    """Bisection over the ratio for the smallest ratio whose MACs are within the target."""
-    total = cost_model.cost().macs
-    if total == 0:
-        raise OnnxPruneError("the model has no countable MACs (Conv/Gemm/MatMul) at this input shape; use --ratio")
-
-    def kept(ratio: float) -> float:
-        return cost_model.cost_without(at(ratio).removed_units(analysis)).macs / total
-
-    target, lo, hi = options.target_macs, 0.0, options.max_ratio
-    if kept(hi) > target:
-        plan = at(hi)
-        return plan, f"--target-macs {target}: not reachable; the --max-ratio {hi} cap keeps {kept(hi):.4f}"
-    for _ in range(30):
-        mid = (lo + hi) / 2
-        if kept(mid) > target:
-            lo = mid
-        else:
-            hi = mid
-    return at(hi), f"--target-macs {target}: ratio {hi:.4f} keeps {kept(hi):.4f} of MACs"
+def _check_exclude(analysis: Analysis, patterns) -> None:
+    if not patterns:
+        return
+    names = {n.name for n in analysis.graph.nodes} | set(analysis.graph.tensors())
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            raise OnnxPruneError(f"{{exclude}} pattern {pattern!r} matches no node or tensor name of the model")
 
 
-def prune_model(analysis: Analysis, options: PruneOptions) -> PruneResult:
-    """Plan and rewrite in memory. The model is not yet checked: see :func:`finalize`."""
+def _check_criterion(analysis: Analysis, criterion: str) -> None:
+    if criterion == "bn-scale" and analysis.prunable_groups and all(
+            criterion_used(g, criterion) != "bn-scale" for g in analysis.prunable_groups):
+        raise OnnxPruneError("criterion bn-scale ranks channels by BatchNorm scales, and no prunable group of this "
+                             "model has a BatchNorm (folded at export?); use l1 or l2")
+
+
+def describe_criterion(analysis: Analysis, plan: PruningPlan) -> str:
+    """``bn-scale``, or ``bn-scale (l1 for 2 groups without BN)`` when some pruned groups fell back."""
+    criterion = plan.criterion or "l1"
+    fallbacks: dict[str, int] = {}
+    for gp in plan.groups.values():
+        if gp.removed:
+            used = criterion_used(analysis.group(gp.id), criterion)
+            if used != criterion:
+                fallbacks[used] = fallbacks.get(used, 0) + 1
+    if not fallbacks:
+        return criterion
+    why = {"l1": "without BN", "l2": "without producer filters", "none": "without weights (index order)"}
+    parts = [f"{used} for {n} group{'s' * (n != 1)} {why[used]}" for used, n in sorted(fallbacks.items())]
+    return f"{criterion} ({'; '.join(parts)})"
+
+
+def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | None = None) -> PruneResult:
+    """Plan and rewrite in memory. The model is not yet checked: see :func:`finalize`.
+
+    Errors (``OnnxPruneError``): those of :func:`make_plan`, and a plan that removes nothing
+    (unless ``options.allow_noop``), with the reason.
+    """
+    step = progress or (lambda stage: None)
     start = time.perf_counter()
-    _check_something_to_prune(analysis)
+    step("planning")
     cost_model = CostModel(analysis)
-    plan, notes = make_plan(analysis, options, cost_model)
+    if not analysis.prunable_groups:
+        plan, notes = PruningPlan(criterion=options.criterion), []
+        options.validate()
+    else:
+        plan, notes = make_plan(analysis, options, cost_model)
     removed = plan.removed_units(analysis)
+    if not len(removed):
+        reason = _why_nothing_is_removed(analysis, options)
+        if not options.allow_noop:
+            raise OnnxPruneError(f"nothing to prune: {reason}; no file was written "
+                                 "(pass {allow_noop} to write an unchanged copy)")
+        notes.append(f"nothing was pruned ({reason}): the output is an unchanged copy")
+    step("rewriting")
     model = apply_removal(analysis, removed)
     before, after = cost_model.cost(), cost_model.cost_without(removed)
     pruned = sum(1 for g in plan.groups.values() if g.removed)
     blocked = sum(1 for g in analysis.groups if not g.prunable)
-    _record_metadata(model, plan, options, before, after)
+    criterion = describe_criterion(analysis, plan) if len(removed) else (plan.criterion or options.criterion)
+    _record_metadata(model, plan, options, before, after, criterion)
     plan.meta.update({"onnxprune": __version__, "input_shapes": {k: list(v) for k, v in analysis.input_shapes.items()}})
     return PruneResult(model, plan, before, after, pruned, blocked, len(analysis.groups) - pruned - blocked,
-                       notes, time.perf_counter() - start)
+                       notes, time.perf_counter() - start, criterion=criterion,
+                       input_shapes=_input_shapes(analysis), noop=not len(removed))
 
 
-def _check_something_to_prune(analysis: Analysis) -> None:
-    """Refuse (``OnnxPruneError``) a model in which no channel group can be pruned: writing an
-    unchanged copy labelled as pruned would hide that nothing was done."""
+def _input_shapes(analysis: Analysis) -> dict[str, tuple]:
+    """The shape each graph input was analyzed at (batch defaulted to 1 where dynamic)."""
+    inits = {t.name for t in analysis.model.graph.initializer}
+    return {i.name: tuple(analysis.shapes.get(i.name) or ()) for i in analysis.model.graph.input if i.name not in inits}
+
+
+def _why_nothing_is_removed(analysis: Analysis, options: PruneOptions) -> str:
+    """One phrase: why a plan built from ``options`` removes no channel."""
     if not analysis.groups:
-        raise OnnxPruneError("nothing to prune: the model has no channel groups "
-                             "(no Conv, ConvTranspose, Gemm or MatMul with constant weights)")
+        return "the model has no channel groups (no Conv, ConvTranspose, Gemm or MatMul with constant weights)"
     if not analysis.prunable_groups:
         first = analysis.groups[0]
-        raise OnnxPruneError(f"nothing to prune: all {len(analysis.groups)} channel groups are blocked "
-                             f"(e.g. {first.id}: {first.blocked[0]}); `onnxprune analyze` lists why")
+        return (f"all {len(analysis.groups)} channel groups are blocked (e.g. {first.id}: {first.blocked[0]}); "
+                "`onnxprune analyze` lists why")
+    groups = [g for g in analysis.prunable_groups if not excluded(g, options.exclude)]
+    if not groups:
+        return f"{{exclude}} leaves out all {len(analysis.prunable_groups)} prunable groups"
+    largest = max(g.channels for g in groups)
+    if options.plan is not None:
+        return "the plan keeps every channel"
+    if options.ratio == 0:
+        return "a {ratio} of 0 removes no channel"
+    if options.target_macs is not None and options.target_macs >= 1:
+        return "a {target_macs} of 1 keeps every MAC"
+    if options.min_channels >= largest:
+        return f"{{min_channels}} {options.min_channels} keeps every channel (the largest prunable group has {largest})"
+    if options.round_to >= largest:
+        return f"{{round_to}} {options.round_to} rounds every group back to its full width (the largest has {largest})"
+    return "the ratio removes less than one channel (or rounding step) from every group"
 
 
-def _record_metadata(model, plan, options, before: Cost, after: Cost) -> None:
+def _record_metadata(model, plan, options, before: Cost, after: Cost, criterion: str) -> None:
     amount = (f"ratio={options.ratio}" if options.ratio is not None else
               f"target_macs={options.target_macs}" if options.target_macs is not None else "plan")
     entries = {
         "onnxprune.version": __version__,
-        "onnxprune.criterion": plan.criterion or options.criterion,
+        "onnxprune.criterion": criterion,
         "onnxprune.amount": amount + (" global" if options.global_rank else ""),
         "onnxprune.macs_before": str(before.macs),
         "onnxprune.macs_after": str(after.macs),
@@ -205,121 +279,121 @@ def _record_metadata(model, plan, options, before: Cost, after: Cost) -> None:
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
 
 
-def load_and_analyze(path: str | Path, input_shapes: dict | None = None) -> Analysis:
-    """Load, normalize and analyze an ONNX file (one copy of the weights in memory)."""
-    return analyze(normalize(load_model(path), inplace=True), input_shapes)
+def load_and_analyze(path: str | Path, input_shapes: dict | None = None, outputs: OutputSet | None = None) -> Analysis:
+    """Load, normalize and analyze an ONNX file (one copy of the weights in memory). The
+    external data files it reads are registered with ``outputs``, when given, so that no
+    output overwrites them."""
+    model, data_files = read_model(path)
+    if outputs is not None:
+        outputs.add_reads({"the external data of the input model": data_files})
+    return analyze(normalize(model, inplace=True), input_shapes)
 
 
-def finalize(model: onnx.ModelProto, analysis: Analysis) -> bytes:
+def finalize(model: onnx.ModelProto, analysis: Analysis, source: str | os.PathLike | None = None) -> bytes:
     """Serialize ``model`` once, check it with ``onnx.checker`` (full check) and run it once in
-    onnxruntime; returns the bytes to write. Errors: ``OnnxPruneError`` from either check."""
+    onnxruntime; returns the bytes to write.
+
+    Errors (``OnnxPruneError``): either check fails. When ``source`` (the input model's path)
+    fails the same check, the error says the input is at fault, not the rewrite."""
     data = model.SerializeToString()
-    check_model(data)
-    smoke_run(data, analysis)
+    _checked(check_model, data, source, "the rewritten model")
+    _checked(smoke_run, data, source, "the pruned model", analysis.shapes)
     return data
 
 
-def smoke_run(model, analysis) -> None:
+def _checked(check, target, source, what: str, *args) -> None:
+    """``check(target, *args, what=what)``; on failure, blame the input when it fails too."""
+    try:
+        check(target, *args, what=what)
+    except OnnxPruneError as exc:
+        if source is not None:
+            check(source, *args, what=f"the input model {os.fspath(source)}")  # raises if the input is at fault
+        raise exc from None
+
+
+def smoke_run(model, analysis, what: str = "the pruned model") -> None:
     """Load ``model`` (serialized bytes, or a path: needed for external data) in onnxruntime
     and run one seeded random sample at the analysis shapes.
 
     ``analysis`` is the :class:`Analysis`, or just ``{input name: shape}``. Inputs get values
-    of their declared type (random floats, zeros otherwise).
+    of their declared type (random floats, zeros otherwise). ``what`` names the model in errors.
     Errors (``OnnxPruneError``): the session cannot be created or the run fails.
     """
-    import onnxruntime as ort
+    from .runtime.session import input_specs, make_session, ort_message
 
     shapes = analysis.shapes if isinstance(analysis, Analysis) else analysis
-    try:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model
-        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise OnnxPruneError(f"onnxruntime rejects the pruned model: {str(exc).splitlines()[0][:300]}") from None
+    session = make_session(model, label=what)
     rng = np.random.default_rng(0)
     feeds = {}
-    for inp in session.get_inputs():
-        shape = shapes.get(inp.name)
-        dtype = _ORT_TYPES.get(inp.type)
-        if shape is None or None in shape or dtype is None:
-            return  # dynamic dims or a type we cannot fill: the session load above is the check
-        dtype = np.dtype(dtype)
-        feeds[inp.name] = rng.standard_normal(shape).astype(dtype) if dtype.kind == "f" else np.zeros(shape, dtype)
+    for spec in input_specs(session):
+        shape = shapes.get(spec.name)
+        if shape is None or None in shape:
+            return  # a shape the analysis could not fix: the session load above is the check
+        feeds[spec.name] = (rng.standard_normal(shape).astype(spec.dtype) if spec.dtype.kind == "f"
+                            else np.zeros(shape, spec.dtype))
     try:
         session.run(None, feeds)
     except Exception as exc:
-        raise OnnxPruneError(f"onnxruntime fails to run the pruned model: {str(exc).splitlines()[0][:300]}") from None
+        raise OnnxPruneError(f"onnxruntime fails to run {what}: {ort_message(exc)}") from None
 
 
-_ORT_TYPES = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int8)": np.int8, "tensor(int16)": np.int16, "tensor(int32)": np.int32, "tensor(int64)": np.int64,
-    "tensor(uint8)": np.uint8, "tensor(uint16)": np.uint16, "tensor(uint32)": np.uint32,
-    "tensor(uint64)": np.uint64, "tensor(bool)": np.bool_,
-}
+def prune_into(outputs: OutputSet, model_path: str | Path, options: PruneOptions, input_shapes: dict | None = None, *,
+               model_label: str = "out_path", plan_label: str | None = None, progress: Progress | None = None) -> PruneResult:
+    """Prune ``model_path`` and stage the result in ``outputs`` under ``model_label`` (and the
+    applied plan, as JSON, under ``plan_label``). The caller commits ``outputs``.
 
-
-def prune_file(model_path: str | Path, out_path: str | Path, options: PruneOptions,
-               input_shapes: dict | None = None, plan_out: str | Path | None = None) -> PruneResult:
-    """Prune ``model_path`` into ``out_path`` (atomic write; never over the input).
-
-    The output has passed ``onnx.checker.check_model(full_check=True)`` and run once in
-    onnxruntime before it is written. ``plan_out`` saves the applied plan as JSON.
-
-    When the input stores its tensors as external data, or the pruned model is too large for
-    one protobuf (2 GB), the output is written with external data too: ``<out name>.data``
-    next to ``out_path`` (see :class:`onnxprune.graph.StagedModel`). It is checked and run from
-    the staged files, by path, and ``result.model`` is then the written proto, whose large
-    tensors refer to that file. Memory: the input's weights plus the pruned ones; the input's
-    are released before the check, and no serialized copy of the whole model is made.
+    The model has passed ``onnx.checker.check_model(full_check=True)`` and run once in
+    onnxruntime before it is staged. When the input stores its tensors as external data, or the
+    pruned model is too large for one protobuf (2 GB), it is staged with external data:
+    ``<out name>.data`` beside it, checked and run from the staged files by path; ``result.model``
+    is then the written proto, whose large tensors refer to that file. Memory: the input's
+    weights plus the pruned ones; the input's are released before the check.
     """
     start = time.perf_counter()
-    if same_file(model_path, out_path):
-        raise OnnxPruneError(f"refusing to overwrite the input model {model_path}; choose another output path")
+    step = progress or (lambda stage: None)
     options.validate()
+    step("loading")
     model, data_files = read_model(model_path)
-    protected = [model_path, *data_files]
-    check_output(out_path, protected)
+    outputs.add_reads({"the external data of the input model": data_files})
+    step("analyzing")
     analysis = analyze(normalize(model, inplace=True), input_shapes)
     del model
-    result = prune_model(analysis, options)
+    result = prune_model(analysis, options, step)
+    step("checking")
     if not data_files and model_nbytes(result.model) < PROTOBUF_LIMIT:
-        save_model_atomic(finalize(result.model, analysis), out_path, never_overwrite=protected)
+        data = finalize(result.model, analysis, model_path)
+        step("saving")
+        outputs.stage_model(model_label, data)
     else:
         shapes = dict(analysis.shapes)
         del analysis  # the input's weights: only the pruned ones are needed from here on
         gc.collect()
-        with StagedModel(result.model, out_path, never_overwrite=protected) as staged:
-            result.model = staged.model  # drops the in-memory tensors, now in the staged data file
-            gc.collect()
-            check_model(staged.path)
-            smoke_run(staged.path, shapes)
-            staged.commit()
-    try:
-        if plan_out is not None:
-            _save_plan_atomic(result.plan, plan_out)
-        result.bytes_before = _disk_size(model_path, data_files)
-        result.bytes_after = _disk_size(out_path, _data_files(result.model, out_path))
-    except KeyboardInterrupt as exc:
-        exc.written = getattr(exc, "written", None) or str(out_path)  # the model is already in place
-        raise
+
+        def check(path: Path) -> None:
+            _checked(check_model, path, model_path, "the rewritten model")
+            _checked(smoke_run, path, model_path, "the pruned model", shapes)
+
+        result.model = outputs.stage_model(model_label, result.model, external=True, check=check)
+        gc.collect()
+    if plan_label is not None:
+        outputs.stage_bytes(plan_label, result.plan.to_json().encode())
+    result.bytes_before = Path(model_path).stat().st_size + sum(Path(f).stat().st_size for f in data_files)
+    result.bytes_after = outputs.nbytes(model_label)
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _data_files(model: onnx.ModelProto, path: str | Path) -> list[Path]:
-    folder = Path(path).parent
-    return sorted({folder / e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"})
+def prune_file(model_path: str | Path, out_path: str | Path, options: PruneOptions, input_shapes: dict | None = None,
+               plan_out: str | Path | None = None, progress: Progress | None = None) -> PruneResult:
+    """Prune ``model_path`` into ``out_path`` (and save the applied plan to ``plan_out``).
 
-
-def _disk_size(path: str | Path, data_files) -> int:
-    """Bytes of the model file and its external data files."""
-    return Path(path).stat().st_size + sum(Path(f).stat().st_size for f in data_files)
-
-
-def _save_plan_atomic(plan: PruningPlan, path: str | Path) -> None:
-    """``plan`` as JSON at ``path``, written atomically (:func:`~onnxprune.graph.write_atomic`)."""
-    write_atomic(path, plan.to_json().encode())
-
-
+    Every output is checked against the inputs and against each other before any work, and
+    published atomically, all or nothing (:class:`~onnxprune.graph.outputs.OutputSet`): never
+    over the input model, its external data, or each other. See :func:`prune_into`.
+    """
+    with OutputSet({"out_path": out_path, "plan_out": plan_out}, {"the input model": model_path},
+                   models=["out_path"]) as outputs:
+        result = prune_into(outputs, model_path, options, input_shapes,
+                            plan_label="plan_out" if plan_out is not None else None, progress=progress)
+        outputs.commit()
+    return result

@@ -63,12 +63,9 @@ def kill_channels(analysis: Analysis, removed_units: np.ndarray) -> onnx.ModelPr
 
 def run(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
     """Outputs of ``model`` in onnxruntime (CPU) for ``feeds``."""
-    import onnxruntime as ort
+    from .runtime.session import make_session
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)
+    return make_session(model.SerializeToString()).run(None, feeds)
 
 
 def random_feeds(analysis: Analysis, seed: int = 0) -> dict:

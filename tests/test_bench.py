@@ -136,7 +136,7 @@ def test_dynamic_spatial_dims_via_shapes(monkeypatch):
     log = []
     _patch_sessions(monkeypatch, log)
     model = conv_model(2, hw=("H", "W"))
-    with pytest.raises(OnnxPruneError, match="--input-shape x:1x3x<d2>x<d3>"):
+    with pytest.raises(OnnxPruneError, match="input_shapes x:1x3x<d2>x<d3>"):
         bench([model], warmup=0, runs=1)
     bench([model], batch=2, warmup=0, runs=1, shapes={"x": (2, 3, 6, 7)})
     assert log[-1][1] == {"x": (2, 3, 6, 7)}

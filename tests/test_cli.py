@@ -298,8 +298,9 @@ def test_prune_is_deterministic_across_processes(pruned, tmp_path):
 def test_keep_all_round_trip(tmp_path, original, digits):
     x, _ = digits
     out_path = tmp_path / "keep.onnx"
-    ok(cli("prune", MODEL, "-o", out_path, "--ratio", "0", "--json", tmp_path / "s.json"))
+    ok(cli("prune", MODEL, "-o", out_path, "--ratio", "0", "--allow-noop", "--json", tmp_path / "s.json"))
     s = read_json(tmp_path / "s.json")
+    assert s["noop"] is True and any("unchanged copy" in note for note in s["notes"])
     assert s["macs_after"] == s["macs_before"] and s["params_after"] == s["params_before"]
     assert s["groups_pruned"] == 0 and s["groups_untouched"] == 6
 
@@ -327,11 +328,14 @@ def test_target_macs(tmp_path, original):
     assert metadata(onnx.load(str(tmp_path / "t.onnx")))["onnxprune.amount"] == "target_macs=0.5"
 
 
-def test_target_macs_unreachable_is_a_note(tmp_path):
-    ok(cli("prune", MODEL, "-o", tmp_path / "t.onnx", "--target-macs", "0.01", "--json", tmp_path / "s.json"))
-    s = read_json(tmp_path / "s.json")
-    assert any("not reachable" in note for note in s["notes"])
-    assert s["macs_kept"] > 0.01
+def test_target_macs_unreachable_is_an_error(tmp_path):
+    """The --max-ratio cap keeps too much: the error names the cap and what it keeps."""
+    assert_bad_input(cli("prune", MODEL, "-o", tmp_path / "t.onnx", "--target-macs", "0.1", "--max-ratio", "0.5",
+                         "--json", tmp_path / "s.json"), "--target-macs 0.1 cannot be met", "--max-ratio cap of 0.5 keeps")
+    assert list(tmp_path.iterdir()) == []
+    # no cap can help when the smallest widths allowed keep more: the error says so instead
+    assert_bad_input(cli("prune", MODEL, "-o", tmp_path / "t.onnx", "--target-macs", "0.05", "--max-ratio", "0.99",
+                         "--min-channels", "16"), "smallest widths allowed (--min-channels 16, --round-to 1) keep")
 
 
 def test_global_ratio(tmp_path, digits):
@@ -510,8 +514,8 @@ def test_not_an_onnx_file_verify_bench(command, prose):
     (["--ratio", "nan"], "--ratio must be in [0, 1)"),
     (["--target-macs", "0"], "--target-macs must be in (0, 1]"),
     (["--target-macs", "1.5"], "--target-macs must be in (0, 1]"),
-    (["--ratio", "0.5", "--round-to", "0"], "--round-to must be >= 1"),
-    (["--ratio", "0.5", "--min-channels", "0"], "--min-channels must be >= 1"),
+    (["--ratio", "0.5", "--round-to", "0"], "--round-to': 0 is not in the range x>=1"),
+    (["--ratio", "0.5", "--min-channels", "0"], "--min-channels': 0 is not in the range x>=1"),
     (["--ratio", "0.5", "--max-ratio", "1"], "--max-ratio must be in [0, 1)"),
     ([], "give exactly one of --ratio, --target-macs or --plan"),
     (["--ratio", "0.5", "--target-macs", "0.5"], "give exactly one of"),

@@ -117,12 +117,12 @@ def test_make_session_accepts_path_bytes_and_proto(paths):
 
 
 def test_make_session_missing_file(tmp_path):
-    with pytest.raises(OnnxPruneError, match="model file not found"):
+    with pytest.raises(OnnxPruneError, match="no such file"):
         make_session(tmp_path / "nope.onnx")
 
 
 def test_make_session_garbage_bytes_gives_one_line_error():
-    with pytest.raises(OnnxPruneError, match="cannot load model <bytes>") as info:
+    with pytest.raises(OnnxPruneError, match="onnxruntime cannot load <bytes>") as info:
         make_session(b"not a model")
     assert "\n" not in str(info.value)
 
@@ -130,7 +130,7 @@ def test_make_session_garbage_bytes_gives_one_line_error():
 def test_make_session_invalid_graph(paths):
     model = onnx.load(paths["orig"])
     model.graph.node[0].input[1] = "does_not_exist"
-    with pytest.raises(OnnxPruneError, match="cannot load model") as info:
+    with pytest.raises(OnnxPruneError, match="onnxruntime cannot load") as info:
         make_session(model)
     assert "\n" not in str(info.value)
 
@@ -200,7 +200,7 @@ def test_parse_input_shapes_good():
     "text", ["x", "x:", ":1x3", "x:1xx3", "x:1x3x", "x:ax3", "x:1.5", "x:-1x3", "x:+1", "x:1,3"]
 )
 def test_parse_input_shapes_malformed(text):
-    with pytest.raises(OnnxPruneError, match="bad --input-shape"):
+    with pytest.raises(OnnxPruneError, match="bad input_shapes"):
         parse_input_shapes([text])
 
 
@@ -360,7 +360,7 @@ def test_random_data_int_inputs_are_zeros():
 def test_random_data_dynamic_dims_need_shapes(tmp_path):
     specs = input_specs(make_session(conv_model(hw=("H", "W"))))
     assert specs[0].shape == (None, 3, None, None)
-    with pytest.raises(OnnxPruneError, match=r"dynamic dims on axes 2, 3; pass --input-shape x:1x3x<d2>x<d3>"):
+    with pytest.raises(OnnxPruneError, match=r"dynamic dims on axes 2, 3; pass input_shapes x:1x3x<d2>x<d3>"):
         random_data(specs, 2)
     data = random_data(specs, 2, shapes={"x": (1, 3, 5, 6)})
     assert data.inputs["x"].shape == (2, 3, 5, 6)
@@ -372,7 +372,7 @@ def test_random_data_bad_shapes(paths):
         random_data(specs, 1, shapes={"y": (1, 3, 8, 8)})
     with pytest.raises(OnnxPruneError, match="has rank 3"):
         random_data(specs, 1, shapes={"x": (1, 3, 8)})
-    with pytest.raises(OnnxPruneError, match="has 9 on axis 2, model input is fixed to 8"):
+    with pytest.raises(OnnxPruneError, match="axis 2 is fixed to 8 in the model, 9 given"):
         random_data(specs, 1, shapes={"x": (1, 3, 9, 8)})
     with pytest.raises(OnnxPruneError, match="number of samples"):
         random_data(specs, 0)

@@ -219,7 +219,7 @@ def test_fp16_converted_with_cast_nodes(tmp_path):
     assert y.dtype == np.float32 and y.shape == (1, 10)
 
     # keep-all: the converted model's outputs, exactly
-    ok(cli("prune", path, "-o", tmp_path / "keep.onnx", "--ratio", "0"))
+    ok(cli("prune", path, "-o", tmp_path / "keep.onnx", "--ratio", "0", "--allow-noop"))
     np.testing.assert_array_equal(run(tmp_path / "keep.onnx", {"x": x})[0], run(path, {"x": x})[0])
 
 
@@ -269,7 +269,7 @@ def test_external_data_round_trip(external, tmp_path):
 
 def test_external_data_keep_all_is_exact(external, tmp_path):
     out = tmp_path / "keep.onnx"
-    ok(cli("prune", external, "-o", out, "--ratio", "0"))
+    ok(cli("prune", external, "-o", out, "--ratio", "0", "--allow-noop"))
     x = np.random.default_rng(0).standard_normal((1, 64, 4, 4)).astype(np.float32)
     np.testing.assert_array_equal(run(out, {"input": x})[0], run(external, {"input": x})[0])
     before, after = weights(onnx.load(str(external))), weights(onnx.load(str(out)))

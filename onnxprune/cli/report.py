@@ -8,6 +8,8 @@ layers that touch at least one prunable group.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ..cost import CostModel
@@ -67,23 +69,71 @@ def human(n: float) -> str:
     return f"{n:.3g}P"
 
 
-def plot_groups(report: dict, path: str) -> None:
-    """Bar chart of the MACs each group carries, prunable vs blocked, as a PNG."""
+def plot_formats() -> list[str]:
+    """File extensions ``--plot`` can write: matplotlib's, less ``pgf`` where no TeX is installed."""
+    import shutil
+
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = set(FigureCanvasBase.get_supported_filetypes())
+    if not any(shutil.which(tex) for tex in ("xelatex", "lualatex", "pdflatex")):
+        formats.discard("pgf")
+    return sorted(formats)
+
+
+def plot_format(path: str) -> str:
+    """The image format ``path``'s extension names. Errors (``OnnxPruneError``): an extension
+    matplotlib cannot write, with the ones it can."""
+    from ..errors import OnnxPruneError
+
+    ext = os.path.splitext(str(path))[1].lower().lstrip(".")
+    formats = plot_formats()
+    if ext not in formats:
+        what = f"a .{ext} file" if ext else "a file without an extension"
+        raise OnnxPruneError(f"{{plot_path}} cannot write {what}; use one of: {', '.join('.' + f for f in formats)}")
+    return ext
+
+
+def plot_groups(report: dict, path: str, fmt: str | None = None) -> None:
+    """Horizontal bar chart of the MACs each channel group carries, as an image at ``path``
+    (``fmt``: its format, default from the extension).
+
+    One bar per group, labelled with its id and anchor, in graph order from the top. Prunable
+    groups are green; blocked groups are red, hatched and marked with a dot at their value,
+    so that a blocked group stays visible whatever its size, and the reason is printed beside
+    it. The figure grows with the number of groups; nothing is clipped (tight bounding box)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     groups = report["groups"]
+    n = max(len(groups), 1)
     macs = np.array([g["macs"] for g in groups], dtype=float) / 1e6
+    y = np.arange(len(groups))
+    labels = [f"{g['id']}  {g['anchor']}" for g in groups]
+    fig, ax = plt.subplots(figsize=(9, 1.6 + 0.26 * n))
     colors = ["tab:green" if g["prunable"] else "tab:red" for g in groups]
-    fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(groups)), 4))
-    ax.bar(range(len(groups)), macs, color=colors)
-    ax.set_xticks(range(len(groups)), [g["id"] for g in groups], rotation=90, fontsize=7)
-    ax.set_xlabel("channel group")
-    ax.set_ylabel("MACs carried (millions)")
+    bars = ax.barh(y, macs, color=colors, height=0.7)
+    right = float(macs.max()) if len(macs) and macs.max() > 0 else 1.0
+    for bar, g, value in zip(bars, groups, macs):
+        if not g["prunable"]:
+            bar.set_hatch("//")
+            ax.plot([value], [bar.get_y() + bar.get_height() / 2], "o", color="tab:red", markersize=4)
+            ax.text(value + right * 0.02, bar.get_y() + bar.get_height() / 2, g["blocked"][0],
+                    va="center", fontsize=7, color="tab:red")
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, right * 1.6)
+    ax.set_xlabel("MACs carried by the group (millions, one sample at the analysis input shape)")
+    ax.set_ylabel("channel group (id and anchor node)")
     share = report["totals"]["prunable_macs_share"]
-    ax.set_title(f"MACs per channel group (green: prunable, red: blocked); prunable share {share:.0%}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    ax.set_title(f"MACs per channel group of {os.path.basename(str(report.get('model', '')))}: "
+                 f"prunable share {share:.0%}", fontsize=10)
+    ax.legend(handles=[Patch(color="tab:green", label="prunable"),
+                       Patch(facecolor="tab:red", hatch="//", label="blocked (reason beside the bar)")],
+              loc="lower right", fontsize=8)
+    fig.savefig(path, dpi=120, bbox_inches="tight", format=fmt)
     plt.close(fig)
+

@@ -63,6 +63,20 @@ def group_importance(analysis: Analysis, group: ChannelGroup, criterion: str = "
     return scores if scores is not None else np.zeros(group.channels)
 
 
+def criterion_used(group: ChannelGroup, criterion: str) -> str:
+    """The criterion :func:`group_importance` actually applies to ``group``: ``bn-scale`` falls
+    back to ``l1`` for a group without a BatchNorm/InstanceNorm scale, ``fpgm`` to ``l2`` for a
+    group without producer filters; ``none`` when there are no weights to score at all."""
+    roles = {slot.role for slot in group.slots}
+    if criterion == "bn-scale" and NORM not in roles:
+        criterion = "l1"
+    if criterion == "fpgm" and OUT not in roles:
+        criterion = "l2"
+    if criterion in ("l1", "l2") and not roles & {OUT, IN}:
+        return "none"
+    return criterion
+
+
 def all_importance(analysis: Analysis, criterion: str = "l1", seed: int = 0) -> dict[str, np.ndarray]:
     """Scores of every prunable group, keyed by group id."""
     return {g.id: group_importance(analysis, g, criterion, seed) for g in analysis.prunable_groups}

@@ -68,7 +68,10 @@ class PruningPlan:
         return json.dumps(self.to_dict(), indent=1) + "\n"
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json())
+        """Write the plan as JSON, atomically (never over an existing file half-way)."""
+        from ..graph.outputs import write_atomic
+
+        write_atomic(path, self.to_json().encode())
 
     @classmethod
     def from_dict(cls, data: dict) -> "PruningPlan":
@@ -104,6 +107,10 @@ class PruningPlan:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise OnnxPruneError(f"{path}: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise OnnxPruneError(f"{path}: not a plan (its JSON is nested too deeply to read)") from None
+        except OSError as exc:
+            raise OnnxPruneError(f"cannot read {path}: {exc.strerror}") from None
         return cls.from_dict(data)
 
     # ---- applying ----
@@ -148,7 +155,7 @@ def _whole(value) -> int:
     return int(value)
 
 
-def check_ratio(ratio: float, what: str = "--ratio") -> float:
+def check_ratio(ratio: float, what: str = "{ratio}") -> float:
     if not (isinstance(ratio, (int, float)) and 0.0 <= ratio < 1.0 and math.isfinite(ratio)):
         raise OnnxPruneError(f"{what} must be in [0, 1), got {ratio}")
     return float(ratio)
@@ -171,7 +178,7 @@ def top_k(scores: np.ndarray, k: int) -> list[int]:
 
 
 def excluded(group: ChannelGroup, patterns) -> bool:
-    """Whether any ``--exclude`` glob matches a node or weight tensor of the group."""
+    """Whether any ``exclude`` glob (``--exclude``) matches a node or weight tensor of the group."""
     if not patterns:
         return False
     names = set(group.nodes) | {s.tensor for s in group.slots} | {sp.node for sp in group.spaces}
@@ -196,7 +203,7 @@ def global_plan(analysis: Analysis, scores: dict[str, np.ndarray], ratio: float,
     """Remove the ``ratio`` fraction of all prunable channels with the lowest scores, ranked
     across groups, with at most ``max_ratio`` of any one group removed."""
     check_ratio(ratio)
-    check_ratio(max_ratio, "--max-ratio")
+    check_ratio(max_ratio, "{max_ratio}")
     groups = [g for g in analysis.prunable_groups if not excluded(g, exclude)]
     if not groups:
         return PruningPlan(criterion=criterion)

@@ -7,29 +7,23 @@ graph-surgeon view is node ``i`` of the proto.
 * :mod:`.load`: read a file and its external data, rejecting what is not a usable model;
 * :mod:`.normalize`: constant weights become initializers, nodes get unique names;
 * :mod:`.shapes`: shapes of every tensor at fixed input dims;
-* :mod:`.save`: atomic saves, with external data above the 2 GB protobuf limit;
+* :mod:`.inputs`: the shape each graph input is analyzed and run at;
+* :mod:`.outputs`: the one helper that checks and publishes a command's outputs, all or none;
+* :mod:`.save`: signals held back during renames, models written with external data;
 * :mod:`.proto`: tensor sizes, weight-free copies, the full checker.
 """
 
-from .load import load_model, read_model, toposort
+from .inputs import check_allocatable, resolve_input_shape
+from .load import external_data_files, load_model, read_model, toposort
 from .normalize import FOLDABLE_OPS, normalize, opset_of
+from .outputs import OutputSet, save_model_atomic, write_atomic
 from .proto import PROTOBUF_LIMIT, check_model, copy_without_initializers, model_nbytes
-from .save import (
-    EXTERNAL_SIZE_THRESHOLD,
-    Interrupted,
-    StagedModel,
-    check_output,
-    external_data_name,
-    same_file,
-    save_model_atomic,
-    sigint_deferred,
-    write_atomic,
-)
+from .save import EXTERNAL_SIZE_THRESHOLD, external_data_name, same_file, signals_deferred, sigint_deferred
 from .shapes import Shape, infer_shapes, infer_value_info
 
 __all__ = [
-    "EXTERNAL_SIZE_THRESHOLD", "FOLDABLE_OPS", "PROTOBUF_LIMIT", "Interrupted", "Shape", "StagedModel",
-    "check_model", "check_output", "copy_without_initializers", "external_data_name", "infer_shapes",
-    "infer_value_info", "load_model", "model_nbytes", "normalize", "opset_of", "read_model", "same_file",
-    "save_model_atomic", "sigint_deferred", "toposort", "write_atomic",
+    "EXTERNAL_SIZE_THRESHOLD", "FOLDABLE_OPS", "PROTOBUF_LIMIT", "OutputSet", "Shape", "check_allocatable",
+    "check_model", "copy_without_initializers", "external_data_files", "external_data_name", "infer_shapes", "infer_value_info",
+    "load_model", "model_nbytes", "normalize", "opset_of", "read_model", "resolve_input_shape", "same_file",
+    "save_model_atomic", "signals_deferred", "sigint_deferred", "toposort", "write_atomic",
 ]

@@ -31,10 +31,15 @@ def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, list[Path]]:
     Without external data the file's bytes are checked before parsing and dropped after.
     """
     path = Path(path)
+    if path.is_dir():
+        raise OnnxPruneError(f"{path} is a directory, not an ONNX file")
     if not path.is_file():
         raise OnnxPruneError(f"{path}: no such file")
     try:
         data = path.read_bytes()
+    except OSError as exc:
+        raise OnnxPruneError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
         model = onnx.load_model_from_string(data)
     except (DecodeError, RuntimeWarning, ValueError) as exc:
         raise OnnxPruneError(f"{path}: not a valid ONNX file ({_first_line(exc)})") from None
@@ -58,10 +63,48 @@ def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, list[Path]]:
         except Exception as exc2:
             raise OnnxPruneError(f"{path}: the model fails onnx.checker: {_first_line(exc2)}") from None
     del data
+    _check_dtypes(model, path)
     files = sorted({(path.parent / _location(t)).resolve() for t in external})
     if external:
         _load_external_data(model, external, path.parent)
     return model, files
+
+
+# Tensor types whose values onnxprune reads, slices and writes back (numpy has them all).
+HANDLED_DTYPES = frozenset({
+    onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BOOL,
+    onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
+    onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
+})
+
+
+def _check_dtypes(model: onnx.ModelProto, path: Path) -> None:
+    """Refuse a model whose initializers or ``Constant`` values have a type onnxprune does not
+    handle (string, bfloat16, float8, int4, complex), naming the first tensor and its type."""
+    tensors = [(t.name, t.data_type) for t in model.graph.initializer]
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            tensors += [(node.output[0], a.t.data_type) for a in node.attribute if a.name == "value"]
+    for name, data_type in tensors:
+        if data_type not in HANDLED_DTYPES:
+            type_name = onnx.TensorProto.DataType.Name(data_type) if data_type in onnx.TensorProto.DataType.values() \
+                else str(data_type)
+            raise OnnxPruneError(f"{path}: tensor {name!r} has type {type_name}, which onnxprune does not handle "
+                                 "(it reads float16, float32, float64, integer and bool tensors)")
+
+
+def external_data_files(path: str | os.PathLike) -> list[Path]:
+    """The external data files a model file refers to, read without loading them (resolved
+    paths; empty for a file that is not a model: loading it reports that)."""
+    try:
+        model = onnx.load_model(os.fspath(path), load_external_data=False)
+    except Exception:
+        return []
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    base = Path(path).parent
+    return sorted({(base / _location(t)).resolve() for t in _get_all_tensors(model)
+                   if uses_external_data(t) and _location(t) and "\0" not in _location(t)})
 
 
 def toposort(graph: onnx.GraphProto) -> bool:
@@ -131,6 +174,8 @@ def _external_tensors(model: onnx.ModelProto, base: Path) -> list[onnx.TensorPro
     for tensor in tensors:
         info = {e.key: e.value for e in tensor.external_data}
         location = _location(tensor)
+        if "\0" in location:
+            raise OnnxPruneError(f"external data of tensor {tensor.name!r} has a location with a NUL byte: {location!r}")
         target = (base / location).resolve()
         if not location or os.path.isabs(location) or (root != target and root not in target.parents):
             raise OnnxPruneError(

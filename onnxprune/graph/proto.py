@@ -48,16 +48,15 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-def check_model(model: onnx.ModelProto | bytes | str | os.PathLike) -> None:
-    """``onnx.checker.check_model(full_check=True)``; failures become ``OnnxPruneError``.
-
-    A path is checked on disk: the way to check a model with external data, or above 2 GB."""
+def check_model(model: onnx.ModelProto | bytes | str | os.PathLike, what: str = "the rewritten model") -> None:
+    """``onnx.checker.check_model(full_check=True)``; failures become ``OnnxPruneError`` naming
+    ``what``. A path is checked on disk: the way to check a model with external data, or above
+    2 GB."""
     target = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model
     try:
         onnx.checker.check_model(target, full_check=True)
     except Exception as exc:
-        raise OnnxPruneError(f"the rewritten model fails onnx.checker: {_first_line(exc)}") from None
-
+        raise OnnxPruneError(f"{what} fails onnx.checker: {_first_line(exc)}") from None
 
 
 def copy_without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 
 from ..errors import OnnxPruneError
+from .inputs import resolve_input_shape
 from .proto import PROTOBUF_LIMIT, _first_line, model_nbytes
 
 Shape = tuple  # a tuple of ints, with None for an unknown dimension
@@ -14,14 +15,14 @@ Shape = tuple  # a tuple of ints, with None for an unknown dimension
 def infer_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple] | None = None) -> dict[str, Shape]:
     """Shapes of every tensor when the graph inputs have fixed dims.
 
-    ``input_shapes`` maps an input name to its full shape; other inputs get their dynamic dims
-    set to 1 for axis 0 (the batch) and left unknown elsewhere. Runs
+    ``input_shapes`` maps an input name to its full shape; other inputs get a dynamic batch
+    axis of 1, and must have no other dynamic dim (:mod:`onnxprune.graph.inputs`). Runs
     ``onnx.shape_inference.infer_shapes`` with data propagation on a weight-free skeleton of
     the model (large initializers become typed graph inputs), so it is cheap on large models.
 
     Returns ``{tensor name: shape}`` for graph inputs, outputs, value_info and initializers.
-    Errors: an ``input_shapes`` name that is not a graph input, a rank that does not match,
-    or a fixed dim that differs from the model's.
+    Errors: an ``input_shapes`` name that is not a graph input, and every error of
+    :func:`~onnxprune.graph.inputs.resolve_input_shape`.
     """
     input_shapes = dict(input_shapes or {})
     graph = model.graph
@@ -30,7 +31,7 @@ def infer_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple] | None =
     unknown = set(input_shapes) - {i.name for i in real_inputs}
     if unknown:
         names = ", ".join(i.name for i in real_inputs)
-        raise OnnxPruneError(f"--input-shape names unknown input(s) {sorted(unknown)}; the model's inputs are: {names}")
+        raise OnnxPruneError(f"{{input_shapes}} names unknown input(s) {sorted(unknown)}; the model's inputs are: {names}")
     fixed = [_fixed_input(vi, input_shapes.get(vi.name)) for vi in real_inputs]
     inferred = _infer_skeleton(model, fixed, data_prop=True)
     shapes: dict[str, Shape] = {}
@@ -82,7 +83,7 @@ def _probe_shapes(model: onnx.ModelProto, inputs, names: list[str]) -> dict[str,
     Used where shapes are computed at run time (e.g. ``Reshape(x, Concat(Shape(x)[0:1], ...))``).
     The inputs are seeded random values at the fixed shapes. Failures leave the shapes unknown.
     """
-    import onnxruntime as ort
+    from ..runtime.session import make_session
 
     if model_nbytes(model) > PROTOBUF_LIMIT // 2:
         return {}  # a probe serializes a second copy of the weights; too much for a model this big
@@ -100,27 +101,22 @@ def _probe_shapes(model: onnx.ModelProto, inputs, names: list[str]) -> dict[str,
         dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
         feeds[vi.name] = rng.standard_normal(dims).astype(dtype) if dtype.kind == "f" else np.zeros(dims, dtype)
     try:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        options.log_severity_level = 3
-        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = make_session(probe.SerializeToString(), optimize=False)
         wanted = [o.name for o in session.get_outputs() if o.name in set(names)]
         values = session.run(wanted, feeds)
-    except Exception:
+    except Exception:  # the probe is best effort: the shapes stay unknown, and the caller says so
         return {}
     return {name: tuple(v.shape) for name, v in zip(wanted, values) if hasattr(v, "shape")}
 
 
 def _fixed_input(vi: onnx.ValueInfoProto, shape: tuple | None) -> onnx.ValueInfoProto:
+    """``vi`` with the dims :func:`~onnxprune.graph.inputs.resolve_input_shape` gives it."""
     tt = vi.type.tensor_type
-    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim]
-    if shape is not None:
-        if len(shape) != len(dims):
-            raise OnnxPruneError(f"--input-shape {vi.name}: rank {len(shape)} given, the model's input has rank {len(dims)}")
-        for axis, (given, fixed) in enumerate(zip(shape, dims)):
-            if fixed is not None and given != fixed:
-                raise OnnxPruneError(f"--input-shape {vi.name}: axis {axis} is fixed to {fixed} in the model, {given} given")
-        dims = list(shape)
-    elif dims and dims[0] is None:
-        dims[0] = 1
-    return onnx.helper.make_tensor_value_info(vi.name, tt.elem_type, dims)
+    declared = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None for d in tt.shape.dim]
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type) if tt.elem_type in _NUMPY_TYPES else None
+    return onnx.helper.make_tensor_value_info(vi.name, tt.elem_type, list(resolve_input_shape(vi.name, declared, shape, dtype)))
+
+
+_NUMPY_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.INT8,
+                onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT8,
+                onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64, onnx.TensorProto.BOOL}

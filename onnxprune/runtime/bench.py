@@ -145,7 +145,7 @@ def bench(
     unknown = [name for name in shapes if name not in all_inputs]
     if unknown:
         raise OnnxPruneError(
-            f"--input-shape given for unknown input(s) {', '.join(map(repr, unknown))} "
+            f"{{input_shapes}} given for unknown input(s) {', '.join(map(repr, unknown))} "
             f"(model inputs: {', '.join(map(repr, sorted(all_inputs)))})"
         )
     feeds = []

@@ -2,8 +2,8 @@
 
 The pieces, in the order ``onnxprune verify`` uses them:
 
-* :func:`make_session` builds an onnxruntime session (CPU or CUDA).
-* :func:`input_specs` reads a session's inputs as :class:`InputSpec` (name, dtype, shape).
+* :func:`~onnxprune.runtime.session.make_session` builds an onnxruntime session (CPU or CUDA),
+  and :func:`~onnxprune.runtime.session.input_specs` reads its inputs.
 * :func:`load_data` reads an ``.npz`` file; :func:`random_data` makes seeded random inputs.
   :func:`parse_input_shapes` parses the ``--input-shape name:1x3x224x224`` option.
 * :func:`run_model` runs a :class:`Dataset` through a session, batch by batch.
@@ -12,7 +12,7 @@ The pieces, in the order ``onnxprune verify`` uses them:
 
 Convention: axis 0 of every graph input and output is the batch axis. A dataset stores its
 samples on that axis, and the outputs of successive batches are concatenated on it.
-Latency measurement lives in :mod:`onnxprune.bench`.
+Latency measurement lives in :mod:`onnxprune.runtime.bench`.
 """
 
 from __future__ import annotations
@@ -21,172 +21,25 @@ import math
 import os
 import zipfile
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, NamedTuple, Sequence, TypeVar
+from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
-import onnx
 import onnxruntime
 
 from ..errors import OnnxPruneError
-
-ModelSource = str | os.PathLike | bytes | onnx.ModelProto
-"""A model given as a file path, serialized bytes, or an in-memory ``onnx.ModelProto``."""
-
-PROVIDERS: dict[str, str] = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-}
-"""Provider names accepted by :func:`make_session`, mapped to onnxruntime's names."""
-
-_CPU = PROVIDERS["cpu"]
-_CUDA = PROVIDERS["cuda"]
-
-_ORT_DTYPES: dict[str, np.dtype] = {
-    "tensor(float)": np.dtype(np.float32),
-    "tensor(float16)": np.dtype(np.float16),
-    "tensor(double)": np.dtype(np.float64),
-    "tensor(int8)": np.dtype(np.int8),
-    "tensor(int16)": np.dtype(np.int16),
-    "tensor(int32)": np.dtype(np.int32),
-    "tensor(int64)": np.dtype(np.int64),
-    "tensor(uint8)": np.dtype(np.uint8),
-    "tensor(uint16)": np.dtype(np.uint16),
-    "tensor(uint32)": np.dtype(np.uint32),
-    "tensor(uint64)": np.dtype(np.uint64),
-    "tensor(bool)": np.dtype(np.bool_),
-}
+from ..graph.inputs import check_allocatable, fmt_dims, resolve_input_shape
+from .session import (  # noqa: F401  (re-exported: the names evaluate has always offered)
+    PROVIDERS,
+    InputSpec,
+    ModelSource,
+    input_specs,
+    make_session,
+    ort_message,
+    source_label,
+)
 
 LABELS_KEY = "labels"
 """Name of the optional labels array in an ``.npz`` data file."""
-
-
-# --------------------------------------------------------------------------- sessions
-
-
-def source_label(model: ModelSource) -> str:
-    """A short human name for a model source: its path, or ``<bytes>`` / ``<ModelProto name>``."""
-    if isinstance(model, (str, os.PathLike)):
-        return os.fspath(model)
-    if isinstance(model, onnx.ModelProto):
-        return f"<ModelProto {model.graph.name}>" if model.graph.name else "<ModelProto>"
-    return "<bytes>"
-
-
-def make_session(
-    model: ModelSource,
-    provider: str = "cpu",
-    threads: int | None = None,
-    *,
-    allow_spinning: bool = True,
-) -> onnxruntime.InferenceSession:
-    """Create an onnxruntime session for ``model``.
-
-    ``provider`` is ``"cpu"`` or ``"cuda"`` (CUDA keeps CPU as the fallback for ops that CUDA
-    lacks). ``threads`` sets ``intra_op_num_threads``; ``None`` keeps onnxruntime's default
-    (one thread per physical core). The graph optimization level stays at onnxruntime's
-    default (``ORT_ENABLE_ALL``), because that is what users deploy. ``allow_spinning=False``
-    stops idle intra-op threads from busy-waiting after a run; :mod:`onnxprune.bench` needs
-    that when it alternates between sessions, or one session's spinning threads steal the
-    cores of the next.
-
-    Paths are handed to onnxruntime as paths, so external weight files next to the model are
-    found. A ``ModelProto`` is serialized first, which protobuf limits to 2 GB.
-
-    Raises :class:`OnnxPruneError` for an unknown provider, a bad ``threads`` value, a missing
-    model file, a model onnxruntime cannot load (with its first message line), CUDA not
-    installed, or CUDA installed but not used (onnxruntime silently falls back to CPU).
-    """
-    key = provider.lower() if isinstance(provider, str) else provider
-    if key not in PROVIDERS:
-        raise OnnxPruneError(
-            f"unknown provider {provider!r}; choose one of: {', '.join(PROVIDERS)}"
-        )
-    execution_provider = PROVIDERS[key]
-    if execution_provider == _CUDA:
-        available = onnxruntime.get_available_providers()
-        if _CUDA not in available:
-            raise OnnxPruneError(
-                "CUDA execution provider is not available (installed onnxruntime has: "
-                f"{', '.join(available)}); install onnxprune[gpu] on a machine with a GPU"
-            )
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3  # errors only: ORT warnings would clutter CLI output
-    if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise OnnxPruneError(f"threads must be a positive integer, got {threads!r}")
-        options.intra_op_num_threads = threads
-    if not allow_spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = [execution_provider] if execution_provider == _CPU else [execution_provider, _CPU]
-    label = source_label(model)
-    try:
-        session = onnxruntime.InferenceSession(
-            _ort_model_arg(model), sess_options=options, providers=providers
-        )
-    except OnnxPruneError:
-        raise
-    except Exception as exc:  # onnxruntime's exceptions derive from Exception directly
-        raise OnnxPruneError(f"cannot load model {label}: {_first_line(exc)}") from exc
-    if execution_provider == _CUDA and session.get_providers()[0] != _CUDA:
-        raise OnnxPruneError(
-            f"onnxruntime could not initialise CUDA for {label} and fell back to "
-            f"{', '.join(session.get_providers())}; check the CUDA and cuDNN installation"
-        )
-    return session
-
-
-def _ort_model_arg(model: ModelSource) -> str | bytes:
-    if isinstance(model, (str, os.PathLike)):
-        path = os.fspath(model)
-        if not os.path.isfile(path):
-            raise OnnxPruneError(f"model file not found: {path}")
-        return path
-    if isinstance(model, onnx.ModelProto):
-        try:
-            return model.SerializeToString()
-        except ValueError as exc:
-            raise OnnxPruneError(
-                f"cannot serialize the in-memory model ({_first_line(exc)}); "
-                "save it with external data and pass its path"
-            ) from exc
-    if isinstance(model, (bytes, bytearray, memoryview)):
-        return bytes(model)
-    raise OnnxPruneError(
-        f"a model must be a path, bytes or onnx.ModelProto, got {type(model).__name__}"
-    )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-class InputSpec(NamedTuple):
-    """One graph input: ``name``, numpy ``dtype``, and ``shape`` with ``None`` for dynamic dims."""
-
-    name: str
-    dtype: np.dtype
-    shape: tuple[int | None, ...]
-
-
-def input_specs(session: onnxruntime.InferenceSession) -> list[InputSpec]:
-    """The session's graph inputs, in graph order. Symbolic dims (``"batch"``) become ``None``.
-
-    Raises :class:`OnnxPruneError` for inputs that are not numeric or bool tensors
-    (strings, sequences, maps, bfloat16).
-    """
-    specs = []
-    for arg in session.get_inputs():
-        dtype = _ORT_DTYPES.get(arg.type)
-        if dtype is None:
-            raise OnnxPruneError(f"model input '{arg.name}' has unsupported type {arg.type}")
-        shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in (arg.shape or ()))
-        specs.append(InputSpec(arg.name, dtype, shape))
-    return specs
-
-
-def _fmt_shape(shape: Sequence[int | None]) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 # --------------------------------------------------------------------------- data
@@ -275,7 +128,7 @@ def load_data(path: str | os.PathLike, input_specs: Sequence[InputSpec]) -> Data
     try:
         loaded = np.load(where, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise OnnxPruneError(f"{where} is not a NumPy .npz file ({_first_line(exc)})") from exc
+        raise OnnxPruneError(f"{where} is not a NumPy .npz file ({ort_message(exc)})") from exc
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         raise OnnxPruneError(
             f"{where} holds a single array, not an .npz archive; "
@@ -283,9 +136,10 @@ def load_data(path: str | os.PathLike, input_specs: Sequence[InputSpec]) -> Data
         )
     try:
         with loaded:
+            _check_npz_sizes(where, loaded)
             arrays = {key: loaded[key] for key in loaded.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise OnnxPruneError(f"cannot read {where}: {_first_line(exc)}") from exc
+        raise OnnxPruneError(f"cannot read {where}: {ort_message(exc)}") from exc
 
     inputs = {}
     for spec in input_specs:
@@ -296,7 +150,7 @@ def load_data(path: str | os.PathLike, input_specs: Sequence[InputSpec]) -> Data
         if array.ndim != len(spec.shape):
             raise OnnxPruneError(
                 f"{where}: array '{spec.name}' has rank {array.ndim} (shape {list(array.shape)}), "
-                f"model input expects rank {len(spec.shape)} {_fmt_shape(spec.shape)} "
+                f"model input expects rank {len(spec.shape)} {fmt_dims(spec.shape)} "
                 "with samples on axis 0"
             )
         for axis in range(1, array.ndim):
@@ -304,7 +158,7 @@ def load_data(path: str | os.PathLike, input_specs: Sequence[InputSpec]) -> Data
             if expected is not None and array.shape[axis] != expected:
                 raise OnnxPruneError(
                     f"{where}: array '{spec.name}' has {array.shape[axis]} on axis {axis}, "
-                    f"model input expects {expected} (shape {_fmt_shape(spec.shape)})"
+                    f"model input expects {expected} (shape {fmt_dims(spec.shape)})"
                 )
         inputs[spec.name] = _coerce_dtype(array, spec, where)
 
@@ -314,6 +168,30 @@ def load_data(path: str | os.PathLike, input_specs: Sequence[InputSpec]) -> Data
         return Dataset(inputs, labels)
     except OnnxPruneError as exc:
         raise OnnxPruneError(f"{where}: {exc}") from exc
+
+
+def _check_npz_sizes(where: str, loaded: np.lib.npyio.NpzFile) -> None:
+    """Read each array's ``.npy`` header (not its data) and refuse, before anything is allocated,
+    an array whose header claims more bytes than the archive holds for it (a corrupt or forged
+    file) or than this machine's memory."""
+    for info in loaded.zip.infolist():
+        if not info.filename.endswith(".npy"):
+            continue
+        with loaded.zip.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+            header = member.tell()
+        name = info.filename[: -len(".npy")]
+        nbytes = math.prod(shape) * dtype.itemsize
+        if dtype.hasobject:
+            continue  # np.load refuses object arrays (allow_pickle=False) with its own message
+        if nbytes > info.file_size - header:
+            raise OnnxPruneError(f"{where}: array '{name}' claims shape {list(shape)} ({nbytes} bytes) but the file holds "
+                                 f"{max(info.file_size - header, 0)} bytes for it; the file is corrupt or truncated")
+        check_allocatable(name, shape, dtype)
 
 
 def _coerce_dtype(array: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
@@ -352,13 +230,13 @@ def parse_input_shapes(specs: Iterable[str]) -> dict[str, tuple[int, ...]]:
         dims_parts = dims_text.split("x")
         if not sep or not name or not all(p.strip().isdigit() for p in dims_parts):
             raise OnnxPruneError(
-                f"bad --input-shape {text!r}: expected NAME:DIMS such as input:1x3x224x224"
+                f"bad {{input_shapes}} {text!r}: expected NAME:DIMS such as input:1x3x224x224"
             )
         dims = tuple(int(p) for p in dims_parts)
         if any(d == 0 for d in dims):
-            raise OnnxPruneError(f"bad --input-shape {text!r}: dims must be positive")
+            raise OnnxPruneError(f"bad {{input_shapes}} {text!r}: dims must be positive")
         if name in shapes:
-            raise OnnxPruneError(f"--input-shape given twice for '{name}'")
+            raise OnnxPruneError(f"{{input_shapes}} given twice for '{name}'")
         shapes[name] = dims
     return shapes
 
@@ -388,48 +266,22 @@ def random_data(
     unknown = [name for name in shapes if name not in known]
     if unknown:
         raise OnnxPruneError(
-            f"--input-shape given for unknown input(s) {', '.join(map(repr, unknown))} "
+            f"{{input_shapes}} given for unknown input(s) {', '.join(map(repr, unknown))} "
             f"(model inputs: {', '.join(map(repr, known))})"
         )
     rng = np.random.default_rng(seed)
     inputs = {}
     for spec in input_specs:
-        dims = _resolve_dims(spec, shapes.get(spec.name))
+        if not spec.shape:
+            raise OnnxPruneError(f"model input '{spec.name}' is a scalar; it has no batch axis")
+        dims = resolve_input_shape(spec.name, spec.shape, shapes.get(spec.name), spec.dtype)
         full = (n, *dims[1:])
+        check_allocatable(spec.name, full, spec.dtype, spec.name in shapes)
         if np.issubdtype(spec.dtype, np.floating):
             inputs[spec.name] = rng.standard_normal(full, dtype=np.float32).astype(spec.dtype)
         else:
             inputs[spec.name] = np.zeros(full, dtype=spec.dtype)
     return Dataset(inputs)
-
-
-def _resolve_dims(spec: InputSpec, given: tuple[int, ...] | None) -> tuple[int, ...]:
-    if not spec.shape:
-        raise OnnxPruneError(f"model input '{spec.name}' is a scalar; it has no batch axis")
-    if given is not None:
-        if len(given) != len(spec.shape):
-            raise OnnxPruneError(
-                f"--input-shape for '{spec.name}' has rank {len(given)}, "
-                f"model input is {_fmt_shape(spec.shape)} (rank {len(spec.shape)})"
-            )
-        for axis, (got, expected) in enumerate(zip(given, spec.shape)):
-            if expected is not None and got != expected:
-                raise OnnxPruneError(
-                    f"--input-shape for '{spec.name}' has {got} on axis {axis}, "
-                    f"model input is fixed to {expected} there {_fmt_shape(spec.shape)}"
-                )
-        return tuple(given)
-    dynamic = [axis for axis in range(1, len(spec.shape)) if spec.shape[axis] is None]
-    if dynamic:
-        example = "x".join(
-            "1" if axis == 0 and d is None else (f"<d{axis}>" if d is None else str(d))
-            for axis, d in enumerate(spec.shape)
-        )
-        raise OnnxPruneError(
-            f"model input '{spec.name}' {_fmt_shape(spec.shape)} has dynamic dims on axes "
-            f"{', '.join(map(str, dynamic))}; pass --input-shape {spec.name}:{example}"
-        )
-    return tuple(1 if d is None else d for d in spec.shape)
 
 
 def check_shapes_batch(shapes: dict[str, tuple[int, ...]] | None, batch: int) -> None:
@@ -440,7 +292,7 @@ def check_shapes_batch(shapes: dict[str, tuple[int, ...]] | None, batch: int) ->
     for name, dims in (shapes or {}).items():
         if dims and dims[0] != batch:
             raise OnnxPruneError(
-                f"--input-shape {name}:{'x'.join(map(str, dims))} has batch {dims[0]} "
+                f"{{input_shapes}} {name}:{'x'.join(map(str, dims))} has batch {dims[0]} "
                 f"on axis 0 but the batch size is {batch}"
             )
 
@@ -503,7 +355,7 @@ def run_model(
         try:
             results = session.run(output_names, feed)
         except Exception as exc:
-            raise OnnxPruneError(f"onnxruntime failed to run the model: {_first_line(exc)}") from exc
+            raise OnnxPruneError(f"onnxruntime failed to run the model: {ort_message(exc)}") from None
         for name, result in zip(output_names, results):
             chunks[name].append(np.asarray(result))
     return {name: _join(parts) for name, parts in chunks.items()}
@@ -710,7 +562,7 @@ def verify(
     _check_same_interface(ref_specs, input_specs(cand_session), ref_session, cand_session)
     if data_path is not None:
         if shapes:
-            raise OnnxPruneError("--input-shape only applies to random data, not together with --data")
+            raise OnnxPruneError("{input_shapes} only applies to random data, not together with {data_path}")
         data = load_data(data_path, ref_specs)
         source = f"npz:{os.fspath(data_path)}"
     else:
@@ -752,8 +604,8 @@ def _check_same_interface(
         static_conflict = any(x is not None and y is not None and x != y for x, y in zip(r.shape, c.shape))
         if len(r.shape) != len(c.shape) or static_conflict:
             raise OnnxPruneError(
-                f"input '{r.name}' has shape {_fmt_shape(r.shape)} in the original "
-                f"but {_fmt_shape(c.shape)} in the pruned model"
+                f"input '{r.name}' has shape {fmt_dims(r.shape)} in the original "
+                f"but {fmt_dims(c.shape)} in the pruned model"
             )
     ref_outs = [o.name for o in ref_session.get_outputs()]
     cand_outs = [o.name for o in cand_session.get_outputs()]

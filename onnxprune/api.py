@@ -1,0 +1,91 @@
+"""The small Python API: analyze, prune, verify and bench a model file, and load a plan.
+
+Everything here is also what the CLI does; errors are :class:`~onnxprune.errors.OnnxPruneError`
+with one-line messages that name these functions' parameters. ``input_shapes`` is a dict
+``{input name: full shape}`` or ``"name:1x3x224x224"`` strings (one, or a list).
+
+Example::
+
+    import onnxprune
+
+    analysis = onnxprune.analyze("model.onnx")
+    result = onnxprune.prune("model.onnx", "pruned.onnx", target_macs=0.5, round_to=8)
+    print(result.after.macs / result.before.macs)
+    report = onnxprune.verify("model.onnx", "pruned.onnx")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from .decide.plan import PruningPlan
+from .groups import Analysis
+from .pipeline import PruneOptions, PruneResult, load_and_analyze, prune_file
+from .runtime.bench import BenchReport
+from .runtime.evaluate import VerifyReport, parse_input_shapes
+
+PathLike = str | os.PathLike
+Shapes = dict | str | Sequence[str] | None
+
+
+def _shapes(input_shapes: Shapes) -> dict:
+    if not input_shapes:
+        return {}
+    if isinstance(input_shapes, dict):
+        return {str(k): tuple(int(d) for d in v) for k, v in input_shapes.items()}
+    return parse_input_shapes(input_shapes)
+
+
+def analyze(model: PathLike, input_shapes: Shapes = None) -> Analysis:
+    """Load ``model`` and find its channel groups (``analysis.groups``: ``id``, ``anchor``,
+    ``channels``, ``prunable``, ``blocked`` reasons). A dynamic batch is taken as 1; any other
+    dynamic dim needs ``input_shapes``. Errors: ``OnnxPruneError``."""
+    return load_and_analyze(model, _shapes(input_shapes))
+
+
+def load_plan(path: PathLike) -> PruningPlan:
+    """Read a plan saved by :func:`prune` (``plan_out``) or ``onnxprune prune --plan``."""
+    return PruningPlan.load(path)
+
+
+def prune(model: PathLike, output: PathLike, *, ratio: float | None = None, target_macs: float | None = None,
+          plan: PruningPlan | PathLike | None = None, criterion: str = "l1", global_rank: bool = False,
+          max_ratio: float = 0.9, round_to: int = 1, min_channels: int = 1, exclude: Sequence[str] = (),
+          seed: int = 0, allow_noop: bool = False, input_shapes: Shapes = None,
+          plan_out: PathLike | None = None) -> PruneResult:
+    """Prune ``model`` into ``output``: give exactly one of ``ratio`` (the fraction of each
+    group's channels to remove), ``target_macs`` (the fraction of MACs to keep, met within
+    0.02) or ``plan`` (a :class:`PruningPlan` or the path of a saved one). The other
+    parameters are ``onnxprune prune``'s options. Returns a :class:`PruneResult` (``before``
+    and ``after`` costs, ``plan``, ``notes``). The output is checked, and written atomically;
+    it never replaces ``model`` or a file it reads. Errors: ``OnnxPruneError``."""
+    if plan is not None and not isinstance(plan, PruningPlan):
+        plan = PruningPlan.load(plan)
+    options = PruneOptions(criterion=criterion, ratio=ratio, global_rank=global_rank, max_ratio=max_ratio,
+                           target_macs=target_macs, round_to=round_to, min_channels=min_channels,
+                           exclude=tuple(exclude), plan=plan, seed=seed, allow_noop=allow_noop)
+    return prune_file(model, output, options, _shapes(input_shapes), plan_out=plan_out)
+
+
+def verify(original: PathLike, pruned: PathLike, data: PathLike | None = None, *, samples: int = 8, seed: int = 0,
+           batch_size: int = 1, provider: str = "cpu", input_shapes: Shapes = None) -> VerifyReport:
+    """Run both models on ``data`` (an ``.npz``) or on ``samples`` seeded random inputs, and
+    compare their outputs (``report.outputs``: errors, cosine, top-1 agreement, accuracy)."""
+    from .runtime.evaluate import verify as run_verify
+
+    return run_verify(original, pruned, data_path=data, n_random=samples, shapes=_shapes(input_shapes) or None,
+                      seed=seed, batch_size=batch_size, provider=provider)
+
+
+def bench(models: Sequence[PathLike], *, provider: str = "cpu", threads: int | None = None, batch_size: int = 1,
+          runs: int = 50, warmup: int = 5, seed: int = 0, input_shapes: Shapes = None) -> BenchReport:
+    """Time ``models`` side by side in interleaved rounds (``report.models``: median, p90,
+    throughput, ``speedup_vs_first``)."""
+    from .runtime.bench import bench as run_bench
+
+    return run_bench(list(models), provider=provider, threads=threads, batch=batch_size, warmup=warmup, runs=runs,
+                     shapes=_shapes(input_shapes) or None, seed=seed)
+
+
+__all__ = ["analyze", "bench", "load_plan", "prune", "verify"]

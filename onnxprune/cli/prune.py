@@ -1,0 +1,98 @@
+"""``onnxprune prune``: remove channels and write the smaller model."""
+
+from __future__ import annotations
+
+import click
+
+from .common import Column, Output, flag, handle_errors, input_shape_option, json_text, output_options, parse_shapes
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, metavar="PATH", help="Where to write the pruned model (never the input).")
+@click.option("--ratio", type=float, help="Pruning ratio: the fraction of each group's channels to remove, in [0, 1).")
+@click.option("--target-macs", type=float,
+              help="Keep this fraction of total MACs, in (0, 1]; met within 0.02 (0.5 means 0.48-0.52).")
+@click.option("--plan", "plan_path", metavar="PATH",
+              help="With --ratio/--target-macs: save the plan here. Alone: apply this saved plan.")
+@click.option("--criterion", type=click.Choice(["l1", "l2", "bn-scale", "fpgm", "random"]), default="l1", show_default=True,
+              help="Channel importance: weight norms, BN scale (network slimming), geometric median, or a random baseline.")
+@click.option("--global", "global_rank", is_flag=True, help="Rank channels across all groups instead of per group.")
+@click.option("--max-ratio", type=float, default=0.9, show_default=True, help="Cap on the fraction removed from any one group.")
+@click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Keep a multiple of N channels per group (16 suits onnxruntime's AVX-512 kernels).")
+@click.option("--min-channels", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Keep at least N channels per group.")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="Leave alone the groups touching a matching node or tensor name (repeatable; must match something).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the random criterion.")
+@click.option("--allow-noop", is_flag=True, help="Write an unchanged copy when the plan removes nothing (an error otherwise).")
+@input_shape_option
+@output_options
+@handle_errors
+def prune(model, output, ratio, target_macs, plan_path, criterion, global_rank, max_ratio, round_to, min_channels,
+          exclude, seed, allow_noop, input_shape, json_path, fmt, quiet, verbose):
+    """Remove channels from MODEL and write the smaller model to OUTPUT.
+
+    Give exactly one amount: --ratio, --target-macs, or --plan with an existing plan file.
+
+    The output passes onnx.checker (full check) and runs in onnxruntime before it is written.
+    All outputs (model, plan, JSON) are written atomically, all or none, and never over a file
+    that the command reads. Graph inputs, outputs, opset and dynamic dims are kept. A plan that
+    removes nothing is an error unless --allow-noop.
+    """
+    from ..decide.plan import PruningPlan
+    from ..graph.outputs import OutputSet
+    from ..pipeline import PruneOptions, prune_into
+
+    out = Output(fmt, quiet, verbose, json_path)
+    apply_plan = plan_path is not None and ratio is None and target_macs is None
+    writes = {"out_path": output, "plan_out": None if apply_plan else plan_path, "json_path": out.json_file}
+    reads = {"the input model": model, "the plan": plan_path if apply_plan else None}
+    with OutputSet(writes, reads, models=["out_path"]) as outputs:
+        options = PruneOptions(criterion=criterion, ratio=ratio, global_rank=global_rank, max_ratio=max_ratio,
+                               target_macs=target_macs, round_to=round_to, min_channels=min_channels,
+                               exclude=tuple(exclude), plan=PruningPlan.load(plan_path) if apply_plan else None,
+                               seed=seed, allow_noop=allow_noop)
+        shapes = parse_shapes(input_shape)
+        with out.status("pruning") as stage:
+            result = prune_into(outputs, model, options, shapes,
+                                plan_label="plan_out" if writes["plan_out"] else None, progress=stage)
+        summary = result.to_dict(flag)
+        summary.update(model=str(model), output=str(output), plan=writes["plan_out"])
+        if out.json_file:
+            outputs.stage_bytes("json_path", json_text(summary).encode())
+        outputs.commit()
+    try:
+        _print(out, model, output, result, round_to, writes["plan_out"])
+        out.emit_json(summary)
+    except KeyboardInterrupt as exc:
+        exc.written = getattr(exc, "written", None) or str(output)  # everything was published before
+        raise
+
+
+def _print(out: Output, model, output, result, round_to, plan_out) -> None:
+    from .report import human
+
+    rows = []
+    for label, b, a in (("MACs", result.before.macs, result.after.macs), ("params", result.before.params, result.after.params),
+                        ("file size (bytes)", result.bytes_before, result.bytes_after)):
+        rows.append([label, human(b), human(a), f"{a / b:.1%}" if b else "-"])
+    out.table(f"{model} → {output}", [Column(""), Column("before", "right"), Column("after", "right"),
+                                      Column("kept", "right")], rows)
+    shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in result.input_shapes.items())
+    out.line(f"groups: {result.groups_pruned} pruned, {result.groups_blocked} blocked, {result.groups_untouched} "
+             f"untouched | criterion {result.criterion} | at {shapes} | {result.seconds:.2f} s")
+    if out.verbose:
+        kept = [[gp.id, gp.anchor, str(gp.channels), str(len(gp.keep)), f"{gp.removed / gp.channels:.1%}"]
+                for gp in result.plan.groups.values()]
+        out.table("per group", [Column("group"), Column("anchor"), Column("channels", "right"), Column("kept", "right"),
+                                Column("pruned", "right")], kept)
+    odd = sum(1 for g in result.plan.groups.values() if g.removed and len(g.keep) % 8)
+    if round_to == 1 and odd:
+        out.line(f"hint: {odd} pruned groups keep a channel count that is not a multiple of 8; onnxruntime's fastest CPU "
+                 "convolutions (NCHWc) need multiples of 8 (AVX2) or 16 (AVX-512): try --round-to 16")
+    for note in result.notes_text(flag):
+        out.note(note)
+    if plan_out:
+        out.line(f"plan written to {plan_out}")

@@ -1,0 +1,143 @@
+"""Meet a MACs target: keep a given fraction of the model's MACs, within a tolerance.
+
+A schedule with one knob (a uniform or a global pruning ratio) makes MACs a step function of
+that knob once channel counts are rounded: with ``round_to=16`` every 64-channel group jumps
+from 64 to 48 channels at the same ratio, so bisection over the ratio alone can miss a target
+by a wide margin. The search therefore runs in two steps:
+
+1. **Bisection** over the ratio finds the boundary: the plan just above the target (fewer
+   channels removed) and the one at or below it.
+2. **Single-group steps.** From the plan above the target, one group at a time gives up one
+   rounding step of channels (``round_to`` of them, or one channel), as long as that brings the
+   kept MACs closer to the target. The uniform schedule steps the least-pruned group first, so
+   ratios stay as even as they can; the global schedule steps the group whose next channels
+   score lowest, as its ranking would.
+
+The result keeps the target within :data:`TOLERANCE` (0.5 means 0.48-0.52), or the search
+says why it cannot: the smallest widths allowed keep more, the ``max_ratio`` cap stops it, or
+one rounding step is too coarse for this model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..cost import CostModel
+from ..errors import OnnxPruneError
+from ..groups import Analysis
+from .plan import GroupPlan, PruningPlan, keep_count, top_k
+
+TOLERANCE = 0.02
+"""How far, as a fraction of the model's MACs, the kept MACs may be from the target."""
+
+
+@dataclass
+class TargetSearch:
+    """What :func:`meet_macs_target` found: the plan, the MACs fraction it keeps, the bisected
+    ratio and how many single-group steps followed."""
+
+    plan: PruningPlan
+    kept: float
+    ratio: float
+    steps: int
+
+    def note(self, target: float) -> str:
+        steps = f", then {self.steps} single-group step{'s' * (self.steps != 1)}" if self.steps else ""
+        return f"{{target_macs}} {target}: keeps {self.kept:.4f} of MACs (ratio {self.ratio:.4f}{steps})"
+
+
+def meet_macs_target(analysis: Analysis, cost_model: CostModel, at: Callable[[float], PruningPlan],
+                     scores: dict[str, np.ndarray], target: float, *, max_ratio: float, min_channels: int = 1,
+                     round_to: int = 1, order: str = "ratio", tolerance: float = TOLERANCE) -> TargetSearch:
+    """The plan that keeps ``target`` of the MACs (see the module doc).
+
+    ``at(ratio)`` builds the schedule's plan at one ratio (keep lists resolved); ``scores`` are
+    the criterion's channel scores; ``order`` is ``"ratio"`` (uniform: step the least-pruned
+    group first) or ``"score"`` (global: step the group whose next channels score lowest).
+
+    Errors (``OnnxPruneError``): the model has no countable MACs; the target cannot be met
+    within ``tolerance``, with the reason.
+    """
+    total = cost_model.cost().macs
+    if total == 0:
+        raise OnnxPruneError("the model has no countable MACs (Conv/Gemm/MatMul) at this input shape; use {ratio}")
+
+    def kept(plan: PruningPlan) -> float:
+        return cost_model.cost_without(plan.removed_units(analysis)).macs / total
+
+    deepest = at(max_ratio)
+    if kept(deepest) > target + tolerance:
+        raise OnnxPruneError(_unreachable(analysis, kept, deepest, target, max_ratio, min_channels, round_to))
+    lo, hi = 0.0, max_ratio
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        if kept(at(mid)) > target:
+            lo = mid
+        else:
+            hi = mid
+    plan, ratio = at(lo), lo
+    current = kept(plan)
+    if current <= target:  # ratio 0 already meets it (a target of 1, or nothing to prune)
+        return TargetSearch(plan, current, ratio, 0)
+    floors = {gid: keep_count(gp.channels, max_ratio, min_channels, round_to) for gid, gp in plan.groups.items()}
+    steps, closed = 0, set()
+    while abs(current - target) > 1e-9:
+        gid = _next_group(plan, scores, floors, closed, round_to, order)
+        if gid is None:
+            break
+        gp = plan.groups[gid]
+        before = gp.keep
+        gp.keep = top_k(scores[gid], _step_down(len(gp.keep), round_to))
+        after = kept(plan)
+        if abs(after - target) < abs(current - target):
+            current, steps = after, steps + 1
+            gp.ratio = round(1 - len(gp.keep) / gp.channels, 6)
+        else:
+            gp.keep = before
+            closed.add(gid)
+    if abs(current - target) > tolerance:
+        raise OnnxPruneError(
+            f"{{target_macs}} {target} cannot be met within {tolerance}: the closest plan keeps {current:.4f} of MACs, "
+            f"and one more rounding step of any group overshoots; try a smaller {{round_to}} (now {round_to})")
+    return TargetSearch(plan, current, ratio, steps)
+
+
+def _step_down(keep: int, round_to: int) -> int:
+    """The next smaller channel count: the multiple of ``round_to`` below ``keep``."""
+    return (keep - 1) // round_to * round_to if round_to > 1 else keep - 1
+
+
+def _next_group(plan: PruningPlan, scores, floors, closed, round_to: int, order: str) -> str | None:
+    """The group to give up one step next, or None when no group can."""
+    best, best_key = None, None
+    for gid, gp in plan.groups.items():
+        if gid in closed:
+            continue
+        new = _step_down(len(gp.keep), round_to)
+        if new < max(floors[gid], 1):
+            continue
+        if order == "score":
+            dropped = np.setdiff1d(gp.keep, top_k(scores[gid], new))
+            key = (float(np.mean(scores[gid][dropped])), gid)
+        else:
+            key = (1 - len(gp.keep) / gp.channels, gid)
+        if best_key is None or key < best_key:
+            best, best_key = gid, key
+    return best
+
+
+def _unreachable(analysis, kept, deepest, target, max_ratio, min_channels, round_to) -> str:
+    """Why no plan reaches ``target``: the cap, or the smallest widths allowed."""
+    floor = PruningPlan(criterion=deepest.criterion)
+    for gid, gp in deepest.groups.items():
+        n = keep_count(gp.channels, 1.0 - 1e-12, min_channels, round_to)
+        floor.groups[gid] = GroupPlan(gp.id, gp.anchor, gp.channels, None, list(range(n)))  # counts set the MACs
+    if kept(floor) > target + TOLERANCE:
+        return (f"{{target_macs}} {target} cannot be met: the smallest widths allowed ({{min_channels}} {min_channels}, "
+                f"{{round_to}} {round_to}) keep {kept(floor):.4f} of MACs; the rest is in layers that no prunable "
+                "channel group reaches (blocked or excluded groups, graph outputs)")
+    return (f"{{target_macs}} {target} cannot be met: the {{max_ratio}} cap of {max_ratio} keeps {kept(deepest):.4f} "
+            "of MACs; raise {max_ratio}")
