@@ -645,6 +645,8 @@ def check_prune(m: RandModel, ratio: float, criterion: str, global_rank: bool, r
     assert [x.shape for x in before] == [y.shape for y in after]
     assert all(np.isfinite(y).all() for y in after)
     assert result.after.macs <= result.before.macs
+    if target_macs is not None and result.before.macs:  # met within 0.02, or refused above
+        assert abs(result.after.macs / result.before.macs - target_macs) <= 0.02 + 1e-9
     if not shared_weights(a):  # a shared weight sliced two ways becomes two copies (documented)
         assert result.after.params <= result.before.params
     measured = CostModel(analyze(result.model, a.input_shapes)).cost()

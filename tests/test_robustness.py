@@ -462,9 +462,18 @@ def largish(tmp_path_factory) -> Path:
     return build_big_model(tmp_path_factory.mktemp("sigint") / "in", 0.3, conv_width=512, gemm_width=2048)
 
 
+def _default_signals() -> None:
+    """In the child before it starts: SIGINT and SIGTERM at their defaults. A job started in the
+    background inherits an ignored SIGINT, and Python then installs no KeyboardInterrupt handler;
+    the test must not depend on how pytest was launched."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _start_prune(model: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "onnxprune.cli", "prune", str(model), "-o", str(out), "--ratio", "0.5"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+                            preexec_fn=_default_signals)
 
 
 @pytest.mark.slow

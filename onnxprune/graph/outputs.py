@@ -123,17 +123,19 @@ class OutputSet:
         if "\0" in text:
             raise OnnxPruneError(f"{{{label}}} contains a NUL byte")
         dest = Path(text)
-        if dest.is_dir() or text.endswith(os.sep):
-            raise OnnxPruneError(f"cannot write {text}: it is a directory; give a file path for {{{label}}}")
         folder = dest.parent
-        if not folder.is_dir():
-            raise OnnxPruneError(f"cannot write {text}: folder {folder} does not exist")
-        limit = _name_max(folder)
-        names = [dest.name] + ([external_data_name(dest)] if label in self._models else [])
-        for name in names:
-            if len(os.fsencode(name)) > limit:
-                raise OnnxPruneError(f"cannot write {folder / name}: the file name is {len(os.fsencode(name))} bytes, "
-                                     f"more than the {limit} this file system allows")
+        try:
+            if not folder.is_dir():
+                raise OnnxPruneError(f"cannot write {text}: folder {folder} does not exist")
+            limit = _name_max(folder)
+            for name in [dest.name] + ([external_data_name(dest)] if label in self._models else []):
+                if len(os.fsencode(name)) > limit:
+                    raise OnnxPruneError(f"cannot write {folder / name}: the file name is {len(os.fsencode(name))} "
+                                         f"bytes, more than the {limit} this file system allows")
+            if dest.is_dir() or text.endswith(os.sep):
+                raise OnnxPruneError(f"cannot write {text}: it is a directory; give a file path for {{{label}}}")
+        except OSError as exc:
+            raise write_error(exc, text) from None
         return dest
 
     def _check_distinct(self) -> None:

@@ -22,9 +22,12 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """Whether two paths name the same file, existing or not: through symlinks, ``..`` and hard
     links (same device and inode) for existing files, by resolved path otherwise."""
     pa, pb = Path(a), Path(b)
-    if pa.exists() and pb.exists():
-        return os.path.samefile(pa, pb)
-    return pa.resolve() == pb.resolve()
+    try:
+        if pa.exists() and pb.exists():
+            return os.path.samefile(pa, pb)
+        return pa.resolve() == pb.resolve()
+    except (OSError, ValueError):  # a name too long, a NUL byte, a loop of symlinks: not a file we read
+        return os.path.abspath(pa) == os.path.abspath(pb)
 
 
 @contextlib.contextmanager
