@@ -95,13 +95,22 @@ def plot_format(path: str) -> str:
 
 
 def plot_groups(report: dict, path: str, fmt: str | None = None) -> None:
-    """Horizontal bar chart of the MACs each channel group carries, as an image at ``path``
-    (``fmt``: its format, default from the extension).
+    """Write :func:`groups_figure` as an image at ``path`` (``fmt``: its format, default from
+    the extension), cropped to everything drawn (nothing is clipped)."""
+    fig = groups_figure(report)  # selects the Agg backend before pyplot is imported here
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=120, bbox_inches="tight", format=fmt)
+    plt.close(fig)
+
+
+def groups_figure(report: dict):
+    """Horizontal bar chart of the MACs each channel group carries (a matplotlib figure).
 
     One bar per group, labelled with its id and anchor, in graph order from the top. Prunable
     groups are green; blocked groups are red, hatched and marked with a dot at their value,
     so that a blocked group stays visible whatever its size, and the reason is printed beside
-    it. The figure grows with the number of groups; nothing is clipped (tight bounding box)."""
+    it. The figure grows with the number of groups."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,6 +143,5 @@ def plot_groups(report: dict, path: str, fmt: str | None = None) -> None:
     ax.legend(handles=[Patch(color="tab:green", label="prunable"),
                        Patch(facecolor="tab:red", hatch="//", label="blocked (reason beside the bar)")],
               loc="lower right", fontsize=8)
-    fig.savefig(path, dpi=120, bbox_inches="tight", format=fmt)
-    plt.close(fig)
+    return fig
 

@@ -8,8 +8,9 @@ by a wide margin. The search therefore runs in two steps:
 1. **Bisection** over the ratio finds the boundary: the plan just above the target (fewer
    channels removed) and the one at or below it.
 2. **Single-group steps.** From the plan above the target, one group at a time gives up one
-   rounding step of channels (``round_to`` of them, or one channel), as long as that brings the
-   kept MACs closer to the target. The uniform schedule steps the least-pruned group first, so
+   rounding step of channels (``round_to`` of them, or one channel). A step is taken while the
+   kept MACs are above the tolerance band, or when it brings them closer to the target; never
+   one that falls below the band (that group is then left as it is). The uniform schedule steps the least-pruned group first, so
    ratios stay as even as they can; the global schedule steps the group whose next channels
    score lowest, as its ranking would.
 
@@ -20,6 +21,7 @@ one rounding step is too coarse for this model.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,7 +30,7 @@ import numpy as np
 from ..cost import CostModel
 from ..errors import OnnxPruneError
 from ..groups import Analysis
-from .plan import GroupPlan, PruningPlan, keep_count, top_k
+from .plan import GroupPlan, PruningPlan, fill_empty_tensors, keep_count, top_k
 
 TOLERANCE = 0.02
 """How far, as a fraction of the model's MACs, the kept MACs may be from the target."""
@@ -65,8 +67,10 @@ def meet_macs_target(analysis: Analysis, cost_model: CostModel, at: Callable[[fl
     if total == 0:
         raise OnnxPruneError("the model has no countable MACs (Conv/Gemm/MatMul) at this input shape; use {ratio}")
 
-    def kept(plan: PruningPlan) -> float:
-        return cost_model.cost_without(plan.removed_units(analysis)).macs / total
+    def kept(plan: PruningPlan) -> float:  # as the plan will be applied: with emptied tensors given a channel back
+        filled = copy.deepcopy(plan)
+        fill_empty_tensors(filled, analysis, scores)
+        return cost_model.cost_without(filled.removed_units(analysis)).macs / total
 
     deepest = at(max_ratio)
     if kept(deepest) > target + tolerance:
@@ -92,7 +96,8 @@ def meet_macs_target(analysis: Analysis, cost_model: CostModel, at: Callable[[fl
         before = gp.keep
         gp.keep = top_k(scores[gid], _step_down(len(gp.keep), round_to))
         after = kept(plan)
-        if abs(after - target) < abs(current - target):
+        safe = after >= target - tolerance  # never step out of the band below the target
+        if safe and (current > target + tolerance or abs(after - target) < abs(current - target)):
             current, steps = after, steps + 1
             gp.ratio = round(1 - len(gp.keep) / gp.channels, 6)
         else:
@@ -101,7 +106,8 @@ def meet_macs_target(analysis: Analysis, cost_model: CostModel, at: Callable[[fl
     if abs(current - target) > tolerance:
         raise OnnxPruneError(
             f"{{target_macs}} {target} cannot be met within {tolerance}: the closest plan keeps {current:.4f} of MACs, "
-            f"and one more rounding step of any group overshoots; try a smaller {{round_to}} (now {round_to})")
+            f"and one more rounding step of any group falls below {target - tolerance:.2f}; try a smaller "
+            f"{{round_to}} (now {round_to})")
     return TargetSearch(plan, current, ratio, steps)
 
 
@@ -137,7 +143,7 @@ def _unreachable(analysis, kept, deepest, target, max_ratio, min_channels, round
         floor.groups[gid] = GroupPlan(gp.id, gp.anchor, gp.channels, None, list(range(n)))  # counts set the MACs
     if kept(floor) > target + TOLERANCE:
         return (f"{{target_macs}} {target} cannot be met: the smallest widths allowed ({{min_channels}} {min_channels}, "
-                f"{{round_to}} {round_to}) keep {kept(floor):.4f} of MACs; the rest is in layers that no prunable "
-                "channel group reaches (blocked or excluded groups, graph outputs)")
+                f"{{round_to}} {round_to}) keep {kept(floor):.4f} of MACs; the rest sits where pruning cannot shrink it "
+                "(blocked or excluded groups, graph outputs, tensors that must keep one channel)")
     return (f"{{target_macs}} {target} cannot be met: the {{max_ratio}} cap of {max_ratio} keeps {kept(deepest):.4f} "
             "of MACs; raise {max_ratio}")
