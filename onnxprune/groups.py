@@ -30,9 +30,12 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 from onnx_graphsurgeon.ir.tensor import LazyValues
+from onnx_graphsurgeon.logger import G_LOGGER
 
 from .errors import OnnxPruneError
 from .graph import infer_shapes, opset_of
+
+G_LOGGER.severity = G_LOGGER.ERROR  # graph-surgeon's own warnings would break the CLI's one-line errors
 
 # Slot roles. Importance uses "out" (filters), "in" (consumer columns) and "norm" (BN scale).
 OUT, IN, NORM, BIAS, CONST = "out", "in", "norm", "bias", "const"

@@ -81,6 +81,9 @@ def handle_errors(fn):
     return wrapper
 
 
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2; older clicks print help
+
+
 def _raise_terminated(signum, frame):
     raise Terminated()
 
@@ -96,7 +99,7 @@ class OnnxPruneGroup(click.Group):
         try:
             try:
                 code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-            except click.exceptions.NoArgsIsHelpError as exc:
+            except _NO_ARGS_IS_HELP as exc:
                 click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
                 code = 2
             except click.ClickException as exc:
