@@ -135,7 +135,8 @@ def make_plan(analysis: Analysis, options: PruneOptions, cost_model: CostModel |
     options.validate()
     _check_exclude(analysis, options.exclude)
     criterion = options.plan.criterion if options.plan is not None and options.plan.criterion else options.criterion
-    _check_criterion(analysis, criterion)
+    if options.plan is None or any(gp.keep is None for gp in options.plan.groups.values()):
+        _check_criterion(analysis, criterion)  # only where channels are still to be ranked
     scores = all_importance(analysis, criterion, options.seed)
     kw = dict(min_channels=options.min_channels, round_to=options.round_to, exclude=options.exclude, criterion=criterion)
 

@@ -172,7 +172,7 @@ class Output:
         self.stream = sys.stderr if self.json_stdout else sys.stdout
         tty = self.stream.isatty()
         self.plain = self.fmt == "plain" or (self.fmt == "auto" and not tty)
-        self.console = Console(file=self.stream, highlight=False, soft_wrap=True,
+        self.console = Console(file=self.stream, highlight=False, soft_wrap=True, emoji=False,
                                force_terminal=False if self.plain else None, no_color=self.plain or None)
 
     @property
