@@ -54,6 +54,12 @@ class PruningPlan:
     drop_blocks: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
 
+    def copy(self) -> "PruningPlan":
+        """A copy whose group entries (and their keep lists) can be changed independently."""
+        groups = {gid: GroupPlan(g.id, g.anchor, g.channels, g.ratio, None if g.keep is None else list(g.keep))
+                  for gid, g in self.groups.items()}
+        return PruningPlan(groups, self.criterion, list(self.drop_blocks), dict(self.meta))
+
     # ---- JSON ----
     def to_dict(self) -> dict:
         return {
@@ -239,19 +245,25 @@ def resolve(plan: PruningPlan, analysis: Analysis, scores: dict[str, np.ndarray]
     return plan
 
 
+def empty_tensor(plan: PruningPlan, analysis: Analysis) -> str | None:
+    """The first traced tensor that ``plan`` would leave without any channel, or None."""
+    alive = analysis.alive_ids(plan.removed_units(analysis))
+    return next((name for name, ax in analysis.axes.items() if len(ax.ids) and not alive[ax.ids].any()), None)
+
+
 def fill_empty_tensors(plan: PruningPlan, analysis: Analysis, scores: dict[str, np.ndarray]) -> list[str]:
     """Give back channels where a plan would leave some tensor with none (e.g. one Split output).
 
     Returns a note per repair. A tensor with zero channels cannot be represented in ONNX.
     """
     notes = []
-    position = {int(u): (g.id, i) for g in analysis.groups for i, u in enumerate(g.units)}
     for _ in range(len(analysis.axes) + 1):
-        alive = analysis.alive_ids(plan.removed_units(analysis))
-        empty = next((name for name, ax in analysis.axes.items() if len(ax.ids) and not alive[ax.ids].any()), None)
+        empty = empty_tensor(plan, analysis)
         if empty is None:
             return notes
-        candidates = [position[int(r)] for r in np.unique(analysis.root_of[analysis.axes[empty].ids]) if int(r) in position]
+        roots = np.unique(analysis.root_of[analysis.axes[empty].ids])
+        candidates = [(analysis.groups[analysis.unit_group[r]].id, int(analysis.unit_position[r]))
+                      for r in roots if analysis.unit_group[r] >= 0]
         gid, i = max(candidates, key=lambda c: (scores.get(c[0], np.zeros(1))[c[1]] if c[0] in scores else 0.0, -c[1]))
         plan.groups[gid].keep = sorted(set(plan.groups[gid].keep) | {i})
         notes.append(f"kept channel {i} of {gid} so that {empty} keeps one channel")

@@ -21,7 +21,6 @@ one rounding step is too coarse for this model.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,7 +29,7 @@ import numpy as np
 from ..cost import CostModel
 from ..errors import OnnxPruneError
 from ..groups import Analysis
-from .plan import GroupPlan, PruningPlan, fill_empty_tensors, keep_count, top_k
+from .plan import GroupPlan, PruningPlan, empty_tensor, fill_empty_tensors, keep_count, top_k
 
 TOLERANCE = 0.02
 """How far, as a fraction of the model's MACs, the kept MACs may be from the target."""
@@ -68,9 +67,10 @@ def meet_macs_target(analysis: Analysis, cost_model: CostModel, at: Callable[[fl
         raise OnnxPruneError("the model has no countable MACs (Conv/Gemm/MatMul) at this input shape; use {ratio}")
 
     def kept(plan: PruningPlan) -> float:  # as the plan will be applied: with emptied tensors given a channel back
-        filled = copy.deepcopy(plan)
-        fill_empty_tensors(filled, analysis, scores)
-        return cost_model.cost_without(filled.removed_units(analysis)).macs / total
+        if empty_tensor(plan, analysis) is not None:
+            plan = plan.copy()
+            fill_empty_tensors(plan, analysis, scores)
+        return cost_model.cost_without(plan.removed_units(analysis)).macs / total
 
     deepest = at(max_ratio)
     if kept(deepest) > target + tolerance:
