@@ -17,7 +17,7 @@ import sys
 import threading
 import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import wraps
 
 import click
@@ -165,7 +165,6 @@ class Output:
     quiet: bool = False
     verbose: bool = False
     json_path: str | None = None
-    stream: object = field(default=None)
 
     def __post_init__(self) -> None:
         self.json_stdout = self.json_path == "-"
