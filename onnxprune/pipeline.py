@@ -15,6 +15,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,12 +34,15 @@ from .decide.plan import (
     resolve,
     uniform_plan,
 )
-from .decide.target import meet_macs_target
+from .decide.schedule import SCHEDULES, Budget, plan_for_budget
+from .decide.sensitivity import SensitivityReport
 from .errors import OnnxPruneError, render_options
 from .graph import PROTOBUF_LIMIT, check_model, model_nbytes, normalize, read_model
 from .graph.outputs import OutputSet
 from .groups import Analysis, analyze
 from .rewrite import apply_removal
+from .transform.recover import METHODS as RECOVERY
+from .transform.recover import RecoveryReport, recover
 
 Progress = Callable[[str], None]
 """Told the name of each stage as it starts: loading, analyzing, planning, rewriting, checking,
@@ -65,18 +69,53 @@ class PruneOptions:
     plan: PruningPlan | None = None
     seed: int = 0
     allow_noop: bool = False
+    schedule: str = "uniform"
+    target_params: float | None = None
+    sensitivity: SensitivityReport | None = None
+    data: str | None = None
+    calib_samples: int | None = None
+    metric: str = "auto"
+    evaluations: int = 300
+    jobs: int = 1
+    scheduler: str | None = None
+    recover: str = "none"
 
     def validate(self) -> None:
         if self.criterion not in CRITERIA:
             raise OnnxPruneError(f"unknown criterion {self.criterion!r}; choose one of {', '.join(CRITERIA)}")
-        amounts = [self.ratio is not None, self.target_macs is not None, self.plan is not None]
+        amounts = [self.ratio is not None, self.target_macs is not None, self.target_params is not None,
+                   self.plan is not None]
         if sum(amounts) != 1:
-            raise OnnxPruneError("give exactly one of {ratio}, {target_macs} or {plan} (an existing plan file)")
+            raise OnnxPruneError("give exactly one of {ratio}, {target_macs}, {target_params} or {plan} "
+                                 "(an existing plan file)")
         if self.ratio is not None:
             check_ratio(self.ratio)
         check_ratio(self.max_ratio, "{max_ratio}")
-        if self.target_macs is not None and not (0.0 < self.target_macs <= 1.0 and math.isfinite(self.target_macs)):
-            raise OnnxPruneError(f"{{target_macs}} must be in (0, 1], got {self.target_macs}")
+        for name in ("target_macs", "target_params"):
+            value = getattr(self, name)
+            if value is not None and not (0.0 < value <= 1.0 and math.isfinite(value)):
+                raise OnnxPruneError(f"{{{name}}} must be in (0, 1], got {value}")
+        if self.schedule not in SCHEDULES:
+            raise OnnxPruneError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.global_rank and self.schedule not in ("uniform", "global"):
+            raise OnnxPruneError(f"{{global_rank}} is the global schedule; it cannot go with schedule {self.schedule}")
+        if self.schedule in ("sensitivity", "evolution") and self.ratio is not None:
+            raise OnnxPruneError(f"schedule {self.schedule} chooses the ratios itself: give {{target_macs}} or "
+                                 "{target_params} instead of {ratio}")
+        if self.schedule == "sensitivity" and self.sensitivity is None and not self.data and self.plan is None:
+            raise OnnxPruneError("schedule sensitivity needs {sensitivity} (a saved report) or {data} to measure one")
+        if self.schedule == "evolution" and not self.data and self.plan is None:
+            raise OnnxPruneError("schedule evolution needs calibration data: {data}")
+        if self.recover not in RECOVERY:
+            raise OnnxPruneError(f"unknown recovery {self.recover!r}; choose one of {', '.join(RECOVERY)}")
+        if self.recover != "none" and not self.data:
+            raise OnnxPruneError(f"recovery {self.recover} needs calibration data: {{data}}")
+        for name, minimum in (("evaluations", 1), ("jobs", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise OnnxPruneError(f"{{{name}}} must be an integer >= {minimum}, got {value}")
+        if self.calib_samples is not None and (not isinstance(self.calib_samples, int) or self.calib_samples < 2):
+            raise OnnxPruneError(f"{{calib_samples}} must be an integer >= 2, got {self.calib_samples}")
         for name in ("round_to", "min_channels"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -106,6 +145,8 @@ class PruneResult:
     criterion: str = ""
     input_shapes: dict = field(default_factory=dict)
     noop: bool = False
+    schedule: str = "uniform"
+    recovery: RecoveryReport | None = None
 
     def notes_text(self, spell=None) -> list[str]:
         """:attr:`notes` with their options spelled by ``spell`` (default: Python parameter names;
@@ -122,29 +163,29 @@ class PruneResult:
             "groups_pruned": self.groups_pruned, "groups_blocked": self.groups_blocked,
             "groups_untouched": self.groups_untouched, "criterion": self.criterion or self.plan.criterion,
             "input_shapes": {k: list(v) for k, v in self.input_shapes.items()}, "noop": self.noop,
+            "schedule": self.schedule, "recovery": self.recovery.to_dict() if self.recovery else None,
             "notes": self.notes_text(spell), "seconds": round(self.seconds, 3),
         }
 
 
-def make_plan(analysis: Analysis, options: PruneOptions, cost_model: CostModel | None = None) -> tuple[PruningPlan, list[str]]:
+def make_plan(analysis: Analysis, options: PruneOptions, cost_model: CostModel | None = None, *,
+              model_path: str | os.PathLike | None = None, progress: Progress | None = None) -> tuple[PruningPlan, list[str]]:
     """The plan that ``options`` ask for, with ``keep`` resolved for every entry; and notes.
 
+    ``model_path`` (the analyzed file) is needed by the schedules that measure the model
+    (``sensitivity`` without a saved report, ``evolution``): their evaluators load it.
+
     Errors (``OnnxPruneError``): bad options, an ``exclude`` pattern that matches nothing,
-    ``bn-scale`` on a model without BatchNorm, a MACs target that cannot be met.
+    ``bn-scale`` on a model without BatchNorm, a budget that cannot be met.
     """
     options.validate()
     _check_exclude(analysis, options.exclude)
+    schedule = "global" if options.global_rank else options.schedule
     criterion = options.plan.criterion if options.plan is not None and options.plan.criterion else options.criterion
     if options.plan is None or any(gp.keep is None for gp in options.plan.groups.values()):
         _check_criterion(analysis, criterion)  # only where channels are still to be ranked
     scores = all_importance(analysis, criterion, options.seed)
     kw = dict(min_channels=options.min_channels, round_to=options.round_to, exclude=options.exclude, criterion=criterion)
-
-    def at(ratio: float) -> PruningPlan:
-        if options.global_rank:
-            return global_plan(analysis, scores, ratio, max_ratio=options.max_ratio, **kw)
-        return uniform_plan(analysis, scores, min(ratio, options.max_ratio), **kw)
-
     notes: list[str] = []
     if options.plan is not None:
         plan = options.plan
@@ -152,15 +193,87 @@ def make_plan(analysis: Analysis, options: PruneOptions, cost_model: CostModel |
         plan.criterion = criterion
         plan = resolve(plan, analysis, scores, min_channels=options.min_channels, round_to=options.round_to)
     elif options.ratio is not None:
-        plan = at(options.ratio)
+        plan = (global_plan(analysis, scores, options.ratio, max_ratio=options.max_ratio, **kw) if schedule == "global"
+                else uniform_plan(analysis, scores, min(options.ratio, options.max_ratio), **kw))
     else:
-        search = meet_macs_target(analysis, cost_model or CostModel(analysis), at, scores, options.target_macs,
-                                  max_ratio=options.max_ratio, min_channels=options.min_channels,
-                                  round_to=options.round_to, order="score" if options.global_rank else "ratio")
-        plan = search.plan
-        notes.append(search.note(options.target_macs))
+        budget = (Budget("macs", options.target_macs) if options.target_macs is not None
+                  else Budget("params", options.target_params))
+        with Measurements(analysis, options, model_path, progress) as measured:
+            plan, more = plan_for_budget(
+                analysis, cost_model or CostModel(analysis), scores, schedule, budget, max_ratio=options.max_ratio,
+                report=measured.sensitivity() if schedule == "sensitivity" else None,
+                losses=measured.losses if schedule == "evolution" else None, evaluations=options.evaluations,
+                seed=options.seed, progress=measured.generation, **kw)
+            notes += measured.notes + more
     notes += fill_empty_tensors(plan, analysis, scores)
     return plan, notes
+
+
+class Measurements:
+    """What the measuring schedules need, set up once: the evaluator spec, the sensitivity
+    report (loaded, or measured), and plan losses through a worker pool kept open meanwhile."""
+
+    def __init__(self, analysis: Analysis, options: PruneOptions, model_path, progress: Progress | None) -> None:
+        self.analysis, self.options, self.progress = analysis, options, progress or (lambda stage: None)
+        self.notes: list[str] = []
+        self._stack = ExitStack()
+        self._pool = None
+        self.spec = None
+        if options.data and model_path is not None:
+            from .runtime.scoring import EvaluatorSpec
+
+            self.spec = EvaluatorSpec(str(model_path), dict(analysis.input_shapes), str(options.data),
+                                      criterion=options.criterion, seed=options.seed, calib_samples=options.calib_samples,
+                                      recover=options.recover)
+
+    def __enter__(self) -> Measurements:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def sensitivity(self) -> SensitivityReport:
+        if self.options.sensitivity is not None:
+            report = self.options.sensitivity
+            if report.recover != self.options.recover:
+                self.notes.append(f"the sensitivity curves were measured with recovery {report.recover}, the model is "
+                                  f"pruned with {self.options.recover}")
+            return report
+        from .decide.sensitivity import measure
+
+        self.progress("measuring sensitivity")
+        report = measure(self._need_spec(), metric=self.options.metric, jobs=self.options.jobs,
+                         scheduler=self.options.scheduler,
+                         progress=lambda done, total: self.progress(f"measuring sensitivity {done}/{total}"))
+        self.notes.append(f"measured the sensitivity of {len(report.curves)} groups ({report.metric}) in "
+                          f"{report.seconds:.1f} s")
+        return report
+
+    def _need_spec(self):
+        if self.spec is None:
+            raise OnnxPruneError("this schedule measures the model: give {data} (and the model as a file)")
+        return self.spec
+
+    def losses(self, plans: list[PruningPlan]) -> list[float]:
+        """The metric's loss of each plan on the calibration data (see
+        :mod:`onnxprune.decide.sensitivity`), evaluated in the worker pool."""
+        from .decide.sensitivity import loss_of, metric_value, resolve_metric
+        from .runtime.executors import executor
+        from .runtime.scoring import evaluator_for, score_plan_task
+
+        spec = self._need_spec()
+        if self._pool is None:
+            local = evaluator_for(spec)
+            reference = next(iter(local.reference.values()))
+            self.metric = resolve_metric(self.options.metric, local.data.labels is not None,
+                                         reference.ndim == 2 and reference.shape[1] > 1)
+            self.baseline = 0.0 if self.metric == "rel_mse" else metric_value(local.baseline_score(), self.metric)
+            self._pool = self._stack.enter_context(executor(self.options.jobs, self.options.scheduler))
+        futures = [self._pool.submit(score_plan_task, spec, plan.to_dict()) for plan in plans]
+        return [loss_of(metric_value(f.result(), self.metric), self.baseline, self.metric) for f in futures]
+
+    def generation(self, generation: int, best: float) -> None:
+        self.progress(f"evolution, generation {generation}, best loss {best:.4g}")
 
 
 def _check_exclude(analysis: Analysis, patterns) -> None:
@@ -195,8 +308,9 @@ def describe_criterion(analysis: Analysis, plan: PruningPlan) -> str:
     return f"{criterion} ({'; '.join(parts)})"
 
 
-def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | None = None) -> PruneResult:
-    """Plan and rewrite in memory. The model is not yet checked: see :func:`finalize`.
+def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | None = None, *,
+                model_path: str | os.PathLike | None = None) -> PruneResult:
+    """Plan, rewrite and recover in memory. The model is not yet checked: see :func:`finalize`.
 
     Errors (``OnnxPruneError``): those of :func:`make_plan`, and a plan that removes nothing
     (unless ``options.allow_noop``), with the reason.
@@ -209,7 +323,7 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
         plan, notes = PruningPlan(criterion=options.criterion), []
         options.validate()
     else:
-        plan, notes = make_plan(analysis, options, cost_model)
+        plan, notes = make_plan(analysis, options, cost_model, model_path=model_path, progress=step)
     removed = plan.removed_units(analysis)
     if not len(removed):
         reason = _why_nothing_is_removed(analysis, options)
@@ -220,6 +334,14 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
     step("rewriting")
     model = apply_removal(analysis, removed)
     before, after = cost_model.cost(), cost_model.cost_without(removed)
+    recovery = None
+    if options.recover != "none" and len(removed):
+        step(f"recovering ({options.recover})")
+        model, recovery = recover(analysis, model, removed, calibration_data(analysis.model, options), options.recover,
+                                  seed=options.seed)
+        after = Cost(after.macs, after.params + recovery.added_params)
+        notes.append(f"recovery {options.recover}: {sum(f.applied for f in recovery.layers)} of {len(recovery.layers)} "
+                     f"layers fixed on {recovery.samples} calibration samples in {recovery.seconds:.1f} s")
     pruned = sum(1 for g in plan.groups.values() if g.removed)
     blocked = sum(1 for g in analysis.groups if not g.prunable)
     criterion = describe_criterion(analysis, plan) if len(removed) else (plan.criterion or options.criterion)
@@ -227,7 +349,20 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
     plan.meta.update({"onnxprune": __version__, "input_shapes": {k: list(v) for k, v in analysis.input_shapes.items()}})
     return PruneResult(model, plan, before, after, pruned, blocked, len(analysis.groups) - pruned - blocked,
                        notes, time.perf_counter() - start, criterion=criterion,
-                       input_shapes=_input_shapes(analysis), noop=not len(removed))
+                       input_shapes=_input_shapes(analysis), noop=not len(removed),
+                       schedule=plan.meta.get("schedule", "plan" if options.plan is not None else
+                                              "global" if options.global_rank else options.schedule),
+                       recovery=recovery)
+
+
+def calibration_data(model: onnx.ModelProto, options: PruneOptions):
+    """The first ``calib_samples`` samples of ``options.data`` for ``model``'s inputs."""
+    from .runtime.evaluate import Dataset, load_data
+    from .runtime.session import graph_input_specs
+
+    data = load_data(options.data, graph_input_specs(model))
+    n = len(data) if options.calib_samples is None else min(options.calib_samples, len(data))
+    return Dataset({k: v[:n] for k, v in data.inputs.items()}, None if data.labels is None else data.labels[:n])
 
 
 def _input_shapes(analysis: Analysis) -> dict[str, tuple]:
@@ -359,7 +494,7 @@ def prune_into(outputs: OutputSet, model_path: str | Path, options: PruneOptions
     step("analyzing")
     analysis = analyze(normalize(model, inplace=True), input_shapes)
     del model
-    result = prune_model(analysis, options, step)
+    result = prune_model(analysis, options, step, model_path=model_path)
     step("checking")
     if not data_files and model_nbytes(result.model) < PROTOBUF_LIMIT:
         data = finalize(result.model, analysis, model_path)

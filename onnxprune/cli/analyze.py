@@ -17,20 +17,49 @@ from .common import Column, Output, handle_errors, input_shape_option, json_text
 @click.option("--details", is_flag=True, help="List each group's nodes and weight tensors (as -v does).")
 @click.option("--self-check", "self_check", is_flag=True,
               help="Prove the rewrite exact on this model: prune dead channels, compare outputs and MACs.")
+@click.option("--sensitivity", is_flag=True,
+              help="Measure each prunable group's sensitivity: prune it alone at each ratio and run the data.")
+@click.option("--data", "data_path", metavar="NPZ",
+              help="Calibration .npz for --sensitivity (one array per input, samples on axis 0, optional 'labels').")
+@click.option("--calib-samples", type=click.IntRange(min=2), help="Use the first N samples of --data (default: all).")
+@click.option("--ratios", default=",".join(f"{r:g}" for r in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)),
+              show_default=True, metavar="R,R,...", help="Pruning ratios at which --sensitivity measures each group.")
+@click.option("--metric", type=click.Choice(["auto", "accuracy", "agreement", "cosine", "rel_mse"]), default="auto",
+              show_default=True, help="What --sensitivity measures; auto: accuracy with labels, else top-1 agreement "
+                                      "for classifiers, else cosine similarity.")
+@click.option("--criterion", type=click.Choice(["l1", "l2", "bn-scale", "fpgm", "random"]), default="l1",
+              show_default=True, help="Which channels --sensitivity removes at each ratio.")
+@click.option("--recover", type=click.Choice(["none", "bn", "reconstruct"]), default="none", show_default=True,
+              help="Score each --sensitivity point after this recovery, as prune --recover would write it.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Parallel worker processes for --sensitivity.")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Run --sensitivity on a Dask cluster (tcp://host:8786, or 'local' for a local one of --jobs "
+                   "workers); needs onnxprune[dask] and the files at the same paths on every worker.")
 @handle_errors
-def analyze(model, input_shape, json_path, fmt, quiet, verbose, plot_path, details, self_check):
+def analyze(model, input_shape, json_path, fmt, quiet, verbose, plot_path, details, self_check, sensitivity, data_path,
+            calib_samples, ratios, metric, criterion, recover, jobs, scheduler):
     """Find the coupled-channel groups of MODEL and what blocks them.
 
     Prints one row per channel group: channels, the params and MACs it carries, and whether it
     can be pruned or why not, then model totals at the input shape.
+
+    With --sensitivity --data calib.npz, also prunes each group alone at each of --ratios, runs
+    the calibration data in onnxruntime, and ranks the groups from the least to the most
+    sensitive; --json keeps every curve (reusable by prune --sensitivity-from), --plot draws
+    them as a heatmap.
     """
     from ..graph.outputs import OutputSet
     from ..pipeline import load_and_analyze
-    from .report import analysis_report, plot_format, plot_groups
+    from .report import analysis_report, plot_format, plot_groups, save_figure, sensitivity_figure
 
     out = Output(fmt, quiet, verbose, json_path)
     plot_fmt = plot_format(plot_path) if plot_path is not None else None
-    with OutputSet({"json_path": out.json_file, "plot_path": plot_path}, {"the input model": model}) as outputs:
+    if sensitivity and not data_path:
+        raise OnnxPruneError("--sensitivity needs --data: a calibration .npz (see --help)")
+    ratio_list = _ratios(ratios)
+    reads = {"the input model": model, "the data": data_path}
+    with OutputSet({"json_path": out.json_file, "plot_path": plot_path}, reads) as outputs:
         shapes = parse_shapes(input_shape)
         with out.status("analyzing") as stage:
             analysis = load_and_analyze(model, shapes, outputs)
@@ -41,13 +70,21 @@ def analyze(model, input_shape, json_path, fmt, quiet, verbose, plot_path, detai
 
                 stage("self-check")
                 report["self_check"] = run_self_check(analysis).to_dict()
-            if json_path is not None and not out.json_stdout:
-                outputs.stage_bytes("json_path", json_text(report).encode())
-            if plot_path is not None:
-                stage("plotting")
+        if sensitivity:
+            report["sensitivity"] = _measure(out, model, shapes, data_path, calib_samples, ratio_list, metric, criterion,
+                                             recover, jobs, scheduler).to_dict()
+        if json_path is not None and not out.json_stdout:
+            outputs.stage_bytes("json_path", json_text(report).encode())
+        if plot_path is not None:
+            if sensitivity:
+                outputs.stage_file("plot_path", lambda temp: save_figure(sensitivity_figure(report["sensitivity"]),
+                                                                         temp, plot_fmt))
+            else:
                 outputs.stage_file("plot_path", lambda temp: plot_groups(report, temp, plot_fmt))
         outputs.commit()
     _print(out, model, report, details or verbose, plot_path)
+    if sensitivity:
+        _print_sensitivity(out, report["sensitivity"])
     out.emit_json(report)
     if self_check and not report["self_check"]["passed"]:
         raise OnnxPruneError("self-check failed: please report this model (the rewrite is not exact on it)")
@@ -81,3 +118,59 @@ def _print(out: Output, model, report: dict, details: bool, plot_path) -> None:
                  f"{human(check['macs_planned'])}, measured {human(check['macs_measured'])}")
     if plot_path is not None:
         out.line(f"plot written to {plot_path}")
+
+
+def _ratios(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise OnnxPruneError(f"--ratios must be numbers separated by commas, got {text!r}") from None
+    from ..decide.sensitivity import check_ratios
+
+    return check_ratios(values)
+
+
+def _measure(out: Output, model, shapes, data_path, calib_samples, ratios, metric, criterion, recover, jobs, scheduler):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from ..decide.sensitivity import measure
+    from ..runtime.scoring import EvaluatorSpec
+
+    spec = EvaluatorSpec(str(model), shapes, str(data_path), criterion=criterion, calib_samples=calib_samples,
+                         recover=recover)
+    if not out.progress():
+        return measure(spec, ratios, metric, jobs=jobs, scheduler=scheduler)
+    from rich.console import Console
+
+    columns = (TextColumn("sensitivity"), BarColumn(), TextColumn("{task.completed}/{task.total} groups"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("sensitivity", total=None)
+        return measure(spec, ratios, metric, jobs=jobs, scheduler=scheduler,
+                       progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def _print_sensitivity(out: Output, report: dict) -> None:
+    """The ranked table: least to most sensitive, the loss at a few ratios (all with -v) and
+    what pruning the group at the middle ratio saves."""
+    from ..decide.sensitivity import SensitivityReport
+
+    sens = SensitivityReport.from_dict(report)
+    ratios = [p.ratio for p in sens.curves[0].points] if sens.curves else []
+    shown = ratios if out.verbose or len(ratios) <= 3 else [ratios[0], ratios[len(ratios) // 2], ratios[-1]]
+    middle = ratios[len(ratios) // 2] if ratios else None
+    columns = [Column("rank", "right"), Column("group"), Column("anchor"), Column("channels", "right"),
+               Column("mean loss", "right")] + [Column(f"loss@{r:g}", "right") for r in shown]
+    if middle is not None:
+        columns += [Column(f"MACs saved@{middle:g}", "right"), Column(f"params saved@{middle:g}", "right")]
+    rows = []
+    for k, curve in enumerate(sens.ranked(), 1):
+        by_ratio = {p.ratio: p for p in curve.points}
+        row = [str(k), curve.id, curve.anchor, str(curve.channels), f"{curve.area:.4g}"]
+        row += [f"{by_ratio[r].loss:.4g}" for r in shown]
+        if middle is not None:
+            row += [f"{by_ratio[middle].macs_saved:.1%}", f"{by_ratio[middle].params_saved:.1%}"]
+        rows.append(row)
+    recovered = f", after recovery {sens.recover}" if sens.recover != "none" else ""
+    out.table(f"Sensitivity ({sens.metric}{recovered}, baseline {sens.baseline:.4g}, {sens.samples} samples, "
+              f"{sens.seconds:.1f} s), least to most sensitive", columns, rows)

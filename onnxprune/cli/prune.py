@@ -15,9 +15,30 @@ from .common import Column, Output, flag, handle_errors, input_shape_option, jso
               help="Keep this fraction of total MACs, in (0, 1]; met within 0.02 (0.5 means 0.48-0.52).")
 @click.option("--plan", "plan_path", metavar="PATH",
               help="With --ratio/--target-macs: save the plan here. Alone: apply this saved plan.")
+@click.option("--target-params", type=float, help="Keep this fraction of the params, in (0, 1]; met within 0.02.")
+@click.option("--schedule", type=click.Choice(["uniform", "global", "sensitivity", "evolution"]), default="uniform",
+              show_default=True, help="How per-group ratios are chosen under the budget: the same ratio, ranked across "
+                                      "groups, from sensitivity curves, or by differential evolution on --data.")
+@click.option("--sensitivity-from", "sensitivity_path", metavar="JSON",
+              help="Sensitivity curves saved by 'analyze --sensitivity --json' (the sensitivity schedule then "
+                   "measures nothing).")
+@click.option("--data", "data_path", metavar="NPZ",
+              help="Calibration .npz: for --recover, the sensitivity and evolution schedules (keep it apart from "
+                   "the data you verify on).")
+@click.option("--calib-samples", type=click.IntRange(min=2), help="Use the first N samples of --data (default: all).")
+@click.option("--recover", type=click.Choice(["none", "bn", "reconstruct"]), default="none", show_default=True,
+              help="Repair the pruned layers on --data without training: least-squares reconstruction, or BN "
+                   "statistics re-estimation.")
+@click.option("--metric", type=click.Choice(["auto", "accuracy", "agreement", "cosine", "rel_mse"]), default="auto",
+              show_default=True, help="What the measuring schedules optimize (see 'analyze --help').")
+@click.option("--evaluations", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Fitness evaluations of the evolution schedule.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Parallel worker processes for the measuring schedules.")
+@click.option("--scheduler", metavar="ADDRESS", help="Run the measuring schedules on a Dask cluster (see 'analyze --help').")
 @click.option("--criterion", type=click.Choice(["l1", "l2", "bn-scale", "fpgm", "random"]), default="l1", show_default=True,
               help="Channel importance: weight norms, BN scale (network slimming), geometric median, or a random baseline.")
-@click.option("--global", "global_rank", is_flag=True, help="Rank channels across all groups instead of per group.")
+@click.option("--global", "global_rank", is_flag=True, help="Same as --schedule global.")
 @click.option("--max-ratio", type=float, default=0.9, show_default=True, help="Cap on the fraction removed from any one group.")
 @click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True,
               help="Keep a multiple of N channels per group (16 suits onnxruntime's AVX-512 kernels).")
@@ -30,11 +51,15 @@ from .common import Column, Output, flag, handle_errors, input_shape_option, jso
 @input_shape_option
 @output_options
 @handle_errors
-def prune(model, output, ratio, target_macs, plan_path, criterion, global_rank, max_ratio, round_to, min_channels,
-          exclude, seed, allow_noop, input_shape, json_path, fmt, quiet, verbose):
+def prune(model, output, ratio, target_macs, plan_path, target_params, schedule, sensitivity_path, data_path,
+          calib_samples, recover, metric, evaluations, jobs, scheduler, criterion, global_rank, max_ratio, round_to,
+          min_channels, exclude, seed, allow_noop, input_shape, json_path, fmt, quiet, verbose):
     """Remove channels from MODEL and write the smaller model to OUTPUT.
 
-    Give exactly one amount: --ratio, --target-macs, or --plan with an existing plan file.
+    Give exactly one amount: --ratio, --target-macs, --target-params, or --plan with an existing
+    plan file. The sensitivity and evolution schedules need a target and calibration data
+    (--data; the sensitivity schedule can reuse curves with --sensitivity-from instead);
+    --recover repairs the result on --data.
 
     The output passes onnx.checker (full check) and runs in onnxruntime before it is written.
     All outputs (model, plan, JSON) are written atomically, all or none, and never over a file
@@ -42,18 +67,23 @@ def prune(model, output, ratio, target_macs, plan_path, criterion, global_rank, 
     removes nothing is an error unless --allow-noop.
     """
     from ..decide.plan import PruningPlan
+    from ..decide.sensitivity import SensitivityReport
     from ..graph.outputs import OutputSet
     from ..pipeline import PruneOptions, prune_into
 
     out = Output(fmt, quiet, verbose, json_path)
-    apply_plan = plan_path is not None and ratio is None and target_macs is None
+    apply_plan = plan_path is not None and ratio is None and target_macs is None and target_params is None
     writes = {"out_path": output, "plan_out": None if apply_plan else plan_path, "json_path": out.json_file}
-    reads = {"the input model": model, "the plan": plan_path if apply_plan else None}
+    reads = {"the input model": model, "the plan": plan_path if apply_plan else None, "the data": data_path,
+             "the sensitivity report": sensitivity_path}
     with OutputSet(writes, reads, models=["out_path"]) as outputs:
         options = PruneOptions(criterion=criterion, ratio=ratio, global_rank=global_rank, max_ratio=max_ratio,
                                target_macs=target_macs, round_to=round_to, min_channels=min_channels,
                                exclude=tuple(exclude), plan=PruningPlan.load(plan_path) if apply_plan else None,
-                               seed=seed, allow_noop=allow_noop)
+                               seed=seed, allow_noop=allow_noop, schedule=schedule, target_params=target_params,
+                               sensitivity=SensitivityReport.load(sensitivity_path) if sensitivity_path else None,
+                               data=data_path, calib_samples=calib_samples, metric=metric, evaluations=evaluations,
+                               jobs=jobs, scheduler=scheduler, recover=recover)
         shapes = parse_shapes(input_shape)
         with out.status("pruning") as stage:
             result = prune_into(outputs, model, options, shapes,
@@ -81,8 +111,10 @@ def _print(out: Output, model, output, result, round_to, plan_out) -> None:
     out.table(f"{model} → {output}", [Column(""), Column("before", "right"), Column("after", "right"),
                                       Column("kept", "right")], rows)
     shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in result.input_shapes.items())
+    recovery = f" | recovery {result.recovery.method}" if result.recovery else ""
     out.line(f"groups: {result.groups_pruned} pruned, {result.groups_blocked} blocked, {result.groups_untouched} "
-             f"untouched | criterion {result.criterion} | at {shapes} | {result.seconds:.2f} s")
+             f"untouched | schedule {result.schedule} | criterion {result.criterion}{recovery} | at {shapes} | "
+             f"{result.seconds:.2f} s")
     if out.verbose:
         kept = [[gp.id, gp.anchor, str(gp.channels), str(len(gp.keep)), f"{gp.removed / gp.channels:.1%}"]
                 for gp in result.plan.groups.values()]

@@ -97,11 +97,7 @@ def plot_format(path: str) -> str:
 def plot_groups(report: dict, path: str, fmt: str | None = None) -> None:
     """Write :func:`groups_figure` as an image at ``path`` (``fmt``: its format, default from
     the extension), cropped to everything drawn (nothing is clipped)."""
-    fig = groups_figure(report)  # selects the Agg backend before pyplot is imported here
-    import matplotlib.pyplot as plt
-
-    fig.savefig(path, dpi=120, bbox_inches="tight", format=fmt)
-    plt.close(fig)
+    save_figure(groups_figure(report), path, fmt)
 
 
 def groups_figure(report: dict):
@@ -145,3 +141,38 @@ def groups_figure(report: dict):
               loc="lower right", fontsize=8)
     return fig
 
+
+
+def sensitivity_figure(report: dict):
+    """Sensitivity as a heatmap of group × pruning ratio (rows in graph order, labelled with id
+    and anchor; colour: the metric's loss), readable from a few groups to hundreds; the style of
+    Li et al. (2017), Fig. 2, with ratio on x."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = report["curves"]
+    ratios = [p["ratio"] for p in curves[0]["points"]] if curves else []
+    loss = np.array([[p["loss"] for p in c["points"]] for c in curves], dtype=float).reshape(len(curves), len(ratios))
+    fig, ax = plt.subplots(figsize=(4 + 0.5 * len(ratios), 1.8 + 0.26 * max(len(curves), 1)))
+    image = ax.imshow(loss, aspect="auto", cmap="magma_r", vmin=0.0, vmax=max(float(loss.max()) if loss.size else 0.0, 1e-9),
+                      interpolation="nearest")
+    ax.set_xticks(range(len(ratios)), [f"{r:g}" for r in ratios])
+    ax.set_yticks(range(len(curves)), [f"{c['id']}  {c['anchor']}" for c in curves], fontsize=7)
+    ax.set_xlabel("pruning ratio of the group (fraction of its channels removed)")
+    ax.set_ylabel("channel group (pruned alone)")
+    unit = {"accuracy": "accuracy drop (fraction)", "agreement": "top-1 disagreement with the original (fraction)",
+            "cosine": "1 - cosine similarity", "rel_mse": "relative MSE"}[report["metric"]]
+    fig.colorbar(image, ax=ax, label=unit, fraction=0.05)
+    ax.set_title(f"Sensitivity of {os.path.basename(str(report['model']))}: {report['metric']} "
+                 f"(baseline {report['baseline']:.4g}, {report['samples']} samples)", fontsize=10)
+    return fig
+
+
+def save_figure(fig, path, fmt: str | None = None) -> None:
+    """Write ``fig`` at ``path`` cropped to everything drawn, and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=120, bbox_inches="tight", format=fmt)
+    plt.close(fig)

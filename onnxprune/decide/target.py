@@ -1,4 +1,4 @@
-"""Meet a MACs target: keep a given fraction of the model's MACs, within a tolerance.
+"""Meet a budget: keep a given fraction of the model's MACs (or params), within a tolerance.
 
 A schedule with one knob (a uniform or a global pruning ratio) makes MACs a step function of
 that knob once channel counts are rounded: with ``round_to=16`` every 64-channel group jumps
@@ -37,46 +37,63 @@ TOLERANCE = 0.02
 
 @dataclass
 class TargetSearch:
-    """What :func:`meet_macs_target` found: the plan, the MACs fraction it keeps, the bisected
-    ratio and how many single-group steps followed."""
+    """What :func:`meet_target` found: the plan, the fraction of the budget (MACs or params) it
+    keeps, the bisected parameter and how many single-group steps followed."""
 
     plan: PruningPlan
     kept: float
     ratio: float
     steps: int
+    budget: str = "macs"
+    label: str = "ratio"
 
     def note(self, target: float) -> str:
         steps = f", then {self.steps} single-group step{'s' * (self.steps != 1)}" if self.steps else ""
-        return f"{{target_macs}} {target}: keeps {self.kept:.4f} of MACs (ratio {self.ratio:.4f}{steps})"
+        what = "MACs" if self.budget == "macs" else "params"
+        return f"{{target_{self.budget}}} {target}: keeps {self.kept:.4f} of {what} ({self.label} {self.ratio:.4g}{steps})"
 
 
-def meet_macs_target(analysis: Analysis, cost_model: CostModel, at: Callable[[float], PruningPlan],
-                     scores: dict[str, np.ndarray], target: float, *, max_ratio: float, min_channels: int = 1,
-                     round_to: int = 1, order: str = "ratio", tolerance: float = TOLERANCE) -> TargetSearch:
-    """The plan that keeps ``target`` of the MACs (see the module doc).
+StepCost = Callable[[str, int, int], float]
+"""``step_cost(group id, channels kept now, channels kept after the step)``: lower steps first."""
 
-    ``at(ratio)`` builds the schedule's plan at one ratio (keep lists resolved); ``scores`` are
-    the criterion's channel scores; ``order`` is ``"ratio"`` (uniform: step the least-pruned
-    group first) or ``"score"`` (global: step the group whose next channels score lowest).
 
-    Errors (``OnnxPruneError``): the model has no countable MACs; the target cannot be met
-    within ``tolerance``, with the reason.
+def meet_target(analysis: Analysis, cost_model: CostModel, at: Callable[[float], PruningPlan],
+                scores: dict[str, np.ndarray], target: float, *, max_ratio: float, min_channels: int = 1,
+                round_to: int = 1, order: str | StepCost = "ratio", budget: str = "macs", top: float | None = None,
+                label: str = "ratio", tolerance: float = TOLERANCE) -> TargetSearch:
+    """The plan that keeps ``target`` of the model's MACs (``budget="macs"``) or params
+    (``"params"``), within ``tolerance`` (see the module doc).
+
+    ``at(x)`` builds the schedule's plan for one value of its parameter ``x`` in ``[0, top]``
+    (default ``max_ratio``), pruning more as ``x`` grows, with keep lists resolved; ``at(top)``
+    is the deepest plan the schedule allows. ``scores`` are the criterion's channel scores.
+    ``order`` picks the next single-group step: ``"ratio"`` (uniform: the least-pruned group),
+    ``"score"`` (global: the group whose next channels score lowest), or a :data:`StepCost`.
+    ``label`` names the parameter in the note.
+
+    Errors (``OnnxPruneError``): nothing to count (no MACs, or no params); the target cannot be
+    met within ``tolerance``, with the reason.
     """
-    total = cost_model.cost().macs
+    def measure(plan_or_none) -> int:
+        cost = cost_model.cost() if plan_or_none is None else cost_model.cost_without(plan_or_none)
+        return cost.macs if budget == "macs" else cost.params
+
+    total = measure(None)
     if total == 0:
-        raise OnnxPruneError("the model has no countable MACs (Conv/Gemm/MatMul) at this input shape; use {ratio}")
+        raise OnnxPruneError(f"the model has no countable {'MACs (Conv/Gemm/MatMul) at this input shape' if budget == 'macs' else 'params'}; use {{ratio}}")
 
     def kept(plan: PruningPlan) -> float:  # as the plan will be applied: with emptied tensors given a channel back
         if empty_tensor(plan, analysis) is not None:
             plan = plan.copy()
             fill_empty_tensors(plan, analysis, scores)
-        return cost_model.cost_without(plan.removed_units(analysis)).macs / total
+        return measure(plan.removed_units(analysis)) / total
 
-    deepest = at(max_ratio)
+    top = max_ratio if top is None else top
+    deepest = at(top)
     if kept(deepest) > target + tolerance:
-        raise OnnxPruneError(_unreachable(analysis, kept, deepest, target, max_ratio, min_channels, round_to))
-    lo, hi = 0.0, max_ratio
-    for _ in range(16):  # to 1e-5 of the ratio: the single-group steps do the rest
+        raise OnnxPruneError(_unreachable(kept, deepest, target, max_ratio, min_channels, round_to, budget, tolerance))
+    lo, hi = 0.0, top
+    for _ in range(16):  # to 1e-5 of the range: the single-group steps do the rest
         mid = (lo + hi) / 2
         if kept(at(mid)) > target:
             lo = mid
@@ -84,8 +101,8 @@ def meet_macs_target(analysis: Analysis, cost_model: CostModel, at: Callable[[fl
             hi = mid
     plan, ratio = at(lo), lo
     current = kept(plan)
-    if current <= target:  # ratio 0 already meets it (a target of 1, or nothing to prune)
-        return TargetSearch(plan, current, ratio, 0)
+    if current <= target:  # the start already meets it (a target of 1, or nothing to prune)
+        return TargetSearch(plan, current, ratio, 0, budget, label)
     floors = {gid: keep_count(gp.channels, max_ratio, min_channels, round_to) for gid, gp in plan.groups.items()}
     steps, closed = 0, set()
     while abs(current - target) > 1e-9:
@@ -105,10 +122,15 @@ def meet_macs_target(analysis: Analysis, cost_model: CostModel, at: Callable[[fl
             closed.add(gid)
     if abs(current - target) > tolerance:
         raise OnnxPruneError(
-            f"{{target_macs}} {target} cannot be met within {tolerance}: the closest plan keeps {current:.4f} of MACs, "
+            f"{{target_{budget}}} {target} cannot be met within {tolerance}: the closest plan keeps {current:.4f}, "
             f"and one more rounding step of any group falls below {target - tolerance:.2f}; try a smaller "
             f"{{round_to}} (now {round_to})")
-    return TargetSearch(plan, current, ratio, steps)
+    return TargetSearch(plan, current, ratio, steps, budget, label)
+
+
+def meet_macs_target(analysis, cost_model, at, scores, target, **kw) -> TargetSearch:
+    """:func:`meet_target` with the MACs budget."""
+    return meet_target(analysis, cost_model, at, scores, target, budget="macs", **kw)
 
 
 def _step_down(keep: int, round_to: int) -> int:
@@ -116,7 +138,7 @@ def _step_down(keep: int, round_to: int) -> int:
     return (keep - 1) // round_to * round_to if round_to > 1 else keep - 1
 
 
-def _next_group(plan: PruningPlan, scores, floors, closed, round_to: int, order: str) -> str | None:
+def _next_group(plan: PruningPlan, scores, floors, closed, round_to: int, order) -> str | None:
     """The group to give up one step next, or None when no group can."""
     best, best_key = None, None
     for gid, gp in plan.groups.items():
@@ -125,7 +147,9 @@ def _next_group(plan: PruningPlan, scores, floors, closed, round_to: int, order:
         new = _step_down(len(gp.keep), round_to)
         if new < max(floors[gid], 1):
             continue
-        if order == "score":
+        if callable(order):
+            key = (order(gid, len(gp.keep), new), gid)
+        elif order == "score":
             dropped = np.setdiff1d(gp.keep, top_k(scores[gid], new))
             key = (float(np.mean(scores[gid][dropped])), gid)
         else:
@@ -135,15 +159,16 @@ def _next_group(plan: PruningPlan, scores, floors, closed, round_to: int, order:
     return best
 
 
-def _unreachable(analysis, kept, deepest, target, max_ratio, min_channels, round_to) -> str:
+def _unreachable(kept, deepest, target, max_ratio, min_channels, round_to, budget, tolerance) -> str:
     """Why no plan reaches ``target``: the cap, or the smallest widths allowed."""
     floor = PruningPlan(criterion=deepest.criterion)
     for gid, gp in deepest.groups.items():
         n = keep_count(gp.channels, 1.0 - 1e-12, min_channels, round_to)
-        floor.groups[gid] = GroupPlan(gp.id, gp.anchor, gp.channels, None, list(range(n)))  # counts set the MACs
-    if kept(floor) > target + TOLERANCE:
-        return (f"{{target_macs}} {target} cannot be met: the smallest widths allowed ({{min_channels}} {min_channels}, "
-                f"{{round_to}} {round_to}) keep {kept(floor):.4f} of MACs; the rest sits where pruning cannot shrink it "
+        floor.groups[gid] = GroupPlan(gp.id, gp.anchor, gp.channels, None, list(range(n)))  # counts set the cost
+    what = "MACs" if budget == "macs" else "params"
+    if kept(floor) > target + tolerance:
+        return (f"{{target_{budget}}} {target} cannot be met: the smallest widths allowed ({{min_channels}} {min_channels}, "
+                f"{{round_to}} {round_to}) keep {kept(floor):.4f} of {what}; the rest sits where pruning cannot shrink it "
                 "(blocked or excluded groups, graph outputs, tensors that must keep one channel)")
-    return (f"{{target_macs}} {target} cannot be met: the {{max_ratio}} cap of {max_ratio} keeps {kept(deepest):.4f} "
-            "of MACs; raise {max_ratio}")
+    return (f"{{target_{budget}}} {target} cannot be met: the {{max_ratio}} cap of {max_ratio} keeps {kept(deepest):.4f} "
+            f"of {what}; raise {{max_ratio}}")

@@ -386,6 +386,8 @@ class OutputComparison:
     * ``cosine_similarity`` / ``cosine_similarity_min``: cosine between the flattened
       reference and candidate of each sample, then the mean / the minimum over samples.
       Two all-zero samples count as 1, one all-zero sample as 0.
+    * ``relative_mse``: ``sum((candidate - reference)^2) / sum(reference^2)`` over all
+      elements (0 for identical outputs).
     * ``top1_agreement``: fraction of samples whose argmax on axis 1 agrees, in [0, 1].
       Only for classifier-shaped outputs (2-D ``[N, K]`` with ``K > 1``), else ``None``.
     * ``accuracy_original`` / ``accuracy_pruned``: fraction of argmax predictions equal to the
@@ -401,6 +403,7 @@ class OutputComparison:
     mean_abs_error: float
     cosine_similarity: float
     cosine_similarity_min: float
+    relative_mse: float = 0.0
     top1_agreement: float | None = None
     accuracy_original: float | None = None
     accuracy_pruned: float | None = None
@@ -414,6 +417,7 @@ class OutputComparison:
             "mean_abs_error": _json_float(self.mean_abs_error),
             "cosine_similarity": _json_float(self.cosine_similarity),
             "cosine_similarity_min": _json_float(self.cosine_similarity_min),
+            "relative_mse": _json_float(self.relative_mse),
             "top1_agreement": _json_float(self.top1_agreement),
             "accuracy_original": _json_float(self.accuracy_original),
             "accuracy_pruned": _json_float(self.accuracy_pruned),
@@ -464,6 +468,8 @@ def _compare_one(
         diff = np.where(same, 0.0, np.abs(a - b))
     max_err = float(diff.max()) if diff.size else 0.0
     mean_err = float(diff.mean()) if diff.size else 0.0
+    energy = float(np.square(np.where(np.isfinite(a), a, 0.0)).sum())
+    rel_mse = float(np.square(diff).sum() / energy) if energy > 0 else (0.0 if not diff.any() else math.inf)
 
     rows = 1 if a.ndim == 0 else a.shape[0]
     a2, b2 = a.reshape(rows, -1), b.reshape(rows, -1)
@@ -497,6 +503,7 @@ def _compare_one(
         mean_abs_error=mean_err,
         cosine_similarity=cos_mean,
         cosine_similarity_min=cos_min,
+        relative_mse=rel_mse,
         top1_agreement=top1,
         accuracy_original=acc_ref,
         accuracy_pruned=acc_cand,

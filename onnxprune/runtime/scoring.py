@@ -1,32 +1,48 @@
-"""Score many candidate pruning plans cheaply, serially or in parallel: the one interface that
-sensitivity analysis and ratio searches (sensitivity-guided, differential evolution,
-latency-aware) build on.
+"""Score many candidate pruning plans cheaply: the one interface that sensitivity analysis and
+ratio searches (sensitivity schedules, differential evolution) build on.
 
 ``PlanEvaluator(spec)(plan) -> PlanScore``: the model is loaded and analyzed once, the reference
 outputs are computed once on a fixed calibration set; each plan is then rewritten in memory
-(never written to disk) and run in onnxruntime. :func:`evaluate_plans` fans plans out to worker
-processes, each building its evaluator once from the picklable :class:`EvaluatorSpec`.
+(never written to disk, never put through the full checker) and run in onnxruntime.
+
+:meth:`PlanEvaluator.group_scores` scores one channel group pruned alone at several ratios, the
+points of a sensitivity curve. Only the nodes from the group's first node on can change, so the
+activations that flow into that part are computed once (from the original model's prefix) and
+each ratio runs only the rest (:mod:`onnxprune.graph.subgraph`).
+
+Work fans out with :func:`onnxprune.runtime.executors.executor` (local processes or a Dask
+cluster); each worker builds its evaluator once from the picklable :class:`EvaluatorSpec`.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
+import json
+import threading
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+import onnx
+
 from ..cost import CostModel
+from ..decide.plan import GroupPlan, PruningPlan, resolve
 from ..errors import OnnxPruneError
-from .evaluate import Dataset, compare_outputs, input_specs, load_data, make_session, random_data, run_model
-from ..decide.plan import PruningPlan, resolve
+from ..graph.subgraph import crossing, node_reads, submodel, value_info
 from ..pipeline import load_and_analyze
 from ..rewrite import apply_removal
+from .evaluate import Dataset, compare_outputs, load_data, random_data, run_model
+from .session import input_specs, make_session
 
 
 @dataclass(frozen=True)
 class EvaluatorSpec:
     """Everything a worker needs to build a :class:`PlanEvaluator` (picklable).
 
-    ``data``: an ``.npz`` (inputs and optional ``labels``), or None for ``samples`` seeded random
-    samples at ``input_shapes``. ``threads``: onnxruntime intra-op threads per evaluator.
+    ``data``: an ``.npz`` (inputs and optional ``labels``), of which the first ``calib_samples``
+    are used (all when None); or None for ``samples`` seeded random samples at
+    ``input_shapes``. ``threads``: onnxruntime intra-op threads per evaluator;
+    ``batch_size``: samples per onnxruntime run. ``recover``: the recovery
+    (:mod:`onnxprune.transform.recover`) applied to every plan on the same data before it is
+    scored, so that searches rank plans as they will be written.
     """
 
     model: str
@@ -36,13 +52,20 @@ class EvaluatorSpec:
     seed: int = 0
     threads: int = 1
     criterion: str = "l1"
+    calib_samples: int | None = None
+    batch_size: int = 64
+    recover: str = "none"
+
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, default=str)
 
 
 @dataclass(frozen=True)
 class PlanScore:
     """How a plan does: ``macs_kept``/``params_kept`` are fractions of the original; output
-    fidelity is measured on the first output (cosine similarity averaged over samples, max
-    absolute error); ``top1_agreement`` and ``accuracy`` where the output is a classifier."""
+    fidelity is measured on the first output: cosine similarity averaged over samples, max
+    absolute error, relative MSE; ``top1_agreement`` and ``accuracy`` where the output is a
+    classifier (accuracy needs labels)."""
 
     macs_kept: float
     params_kept: float
@@ -50,13 +73,17 @@ class PlanScore:
     max_abs_error: float
     top1_agreement: float | None
     accuracy: float | None
+    relative_mse: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 class PlanEvaluator:
-    """Callable scoring one :class:`PruningPlan` at a time (see the module doc)."""
+    """Callable scoring one :class:`PruningPlan` at a time (see the module doc).
+
+    Errors (``OnnxPruneError``): those of loading the model and the data; fewer than 2 samples.
+    """
 
     def __init__(self, spec: EvaluatorSpec) -> None:
         from ..decide.importance import all_importance
@@ -66,20 +93,39 @@ class PlanEvaluator:
         self.cost = CostModel(self.analysis)
         self.before = self.cost.cost()
         self.scores = all_importance(self.analysis, spec.criterion, spec.seed)
-        session = make_session(self.analysis.model.SerializeToString(), threads=spec.threads)
-        self.data: Dataset = (
-            load_data(spec.data, input_specs(session)) if spec.data
-            else random_data(input_specs(session), spec.samples, spec.input_shapes or None, spec.seed)
-        )
-        self.reference = run_model(session, self.data)
+        session = self._session(self.analysis.model)
+        specs = input_specs(session)
+        if spec.data:
+            data = load_data(spec.data, specs)
+            n = len(data) if spec.calib_samples is None else min(spec.calib_samples, len(data))
+            data = Dataset({k: v[:n] for k, v in data.inputs.items()}, None if data.labels is None else data.labels[:n])
+        else:
+            data = random_data(specs, spec.samples, spec.input_shapes or None, spec.seed)
+        if len(data) < 2:
+            raise OnnxPruneError(f"calibration data has {len(data)} sample; give at least 2")
+        self.data: Dataset = data
+        self.reference = run_model(session, data, spec.batch_size)
+        self.baseline = compare_outputs(self.reference, self.reference, data.labels)[0]
+        self._position = {n.name: i for i, n in enumerate(self.analysis.model.graph.node)}
 
-    def __call__(self, plan: PruningPlan) -> PlanScore:
+    def baseline_score(self) -> dict:
+        """The unpruned model's :class:`PlanScore`, as a dict."""
+        return PlanScore(1.0, 1.0, 1.0, 0.0, self.baseline.top1_agreement, self.baseline.accuracy_pruned, 0.0).to_dict()
+
+    def _session(self, model: onnx.ModelProto):
+        return make_session(model.SerializeToString(), threads=self.spec.threads, allow_spinning=False)
+
+    def plan_for(self, ratios: dict[str, float]) -> PruningPlan:
+        """A plan of per-group pruning ratios, resolved with the spec's criterion."""
+        plan = PruningPlan(criterion=self.spec.criterion)
+        for gid, ratio in ratios.items():
+            g = self.analysis.group(gid)
+            plan.groups[gid] = GroupPlan(gid, g.anchor, g.channels, float(ratio), None)
         plan.validate(self.analysis)
-        resolve(plan, self.analysis, self.scores)
-        removed = plan.removed_units(self.analysis)
+        return resolve(plan, self.analysis, self.scores)
+
+    def _score(self, outputs: dict, removed: np.ndarray) -> PlanScore:
         after = self.cost.cost_without(removed)
-        session = make_session(apply_removal(self.analysis, removed).SerializeToString(), threads=self.spec.threads)
-        outputs = run_model(session, self.data)
         first = compare_outputs(self.reference, outputs, self.data.labels)[0]
         return PlanScore(
             macs_kept=after.macs / self.before.macs if self.before.macs else 1.0,
@@ -88,40 +134,111 @@ class PlanEvaluator:
             max_abs_error=float(first.max_abs_error),
             top1_agreement=first.top1_agreement,
             accuracy=first.accuracy_pruned,
+            relative_mse=float(first.relative_mse),
         )
 
+    def _recovered(self, removed: np.ndarray, start=None) -> onnx.ModelProto:
+        from ..transform.recover import recover
 
-_WORKER: PlanEvaluator | None = None
+        pruned = apply_removal(self.analysis, removed)
+        if self.spec.recover != "none":
+            pruned, _ = recover(self.analysis, pruned, removed, self.data, self.spec.recover, seed=self.spec.seed,
+                                batch_size=self.spec.batch_size, start=start)
+        return pruned
+
+    def __call__(self, plan: PruningPlan) -> PlanScore:
+        plan.validate(self.analysis)
+        resolve(plan, self.analysis, self.scores)
+        removed = plan.removed_units(self.analysis)
+        session = self._session(self._recovered(removed))
+        return self._score(run_model(session, self.data, self.spec.batch_size), removed)
+
+    def group_scores(self, group_id: str, ratios: list[float]) -> list[PlanScore]:
+        """Scores of ``group_id`` pruned alone at each of ``ratios`` (the other groups whole).
+
+        The activations entering the group's first node are computed once; each ratio runs
+        the rewritten model from that node on. Memory: those activations for every sample."""
+        group = self.analysis.group(group_id)
+        model = self.analysis.model
+        cut = min(self._position[name] for name in group.nodes)
+        names = crossing(model, cut)
+        prefix_names = {n.name for n in model.graph.node[:cut]}
+        acts = self._prefix(cut, names)
+        scores = []
+        for ratio in ratios:
+            plan = self.plan_for({group_id: ratio})
+            removed = plan.removed_units(self.analysis)
+            pruned = self._recovered(removed, start=(cut, acts))
+            nodes = [n for n in pruned.graph.node if n.name not in prefix_names]
+            reads = set().union(*(node_reads(n) for n in nodes))
+            wanted = [o.name for o in pruned.graph.output if o.name not in acts]  # the rest come from the prefix
+            inputs = [value_info(name, onnx.helper.np_dtype_to_tensor_dtype(acts[name].dtype), acts[name].shape)
+                      for name in names if name in reads]
+            rest = submodel(pruned, nodes, inputs, wanted)
+            ran = run_model(self._session(rest), Dataset({vi.name: acts[vi.name] for vi in inputs}), self.spec.batch_size)
+            outputs = {name: ran[name] if name in ran else acts[name] for name in self.reference}
+            scores.append(self._score(outputs, removed))
+        return scores
+
+    def _prefix(self, cut: int, names: list[str]) -> dict[str, np.ndarray]:
+        """The values of ``names`` on the calibration data (graph inputs, or tensors the first
+        ``cut`` nodes of the original model compute)."""
+        acts = {name: array for name, array in self.data.inputs.items() if name in names}
+        computed = [name for name in names if name not in acts]
+        if computed:
+            model = self.analysis.model
+            inits = {t.name for t in model.graph.initializer}
+            inputs = [vi for vi in model.graph.input if vi.name not in inits]
+            prefix = submodel(model, model.graph.node[:cut], inputs, computed)
+            acts.update(run_model(self._session(prefix), self.data, self.spec.batch_size))
+        return acts
 
 
-def _init_worker(spec: EvaluatorSpec) -> None:
-    global _WORKER
-    _WORKER = PlanEvaluator(spec)
+_CACHE: dict[str, PlanEvaluator] = {}
+_LOCK = threading.Lock()
 
 
-def _score(plan_dict: dict) -> dict:
-    assert _WORKER is not None
-    return _WORKER(PruningPlan.from_dict(plan_dict)).to_dict()
+def evaluator_for(spec: EvaluatorSpec) -> PlanEvaluator:
+    """This process's evaluator for ``spec``, built on first use (worker processes and Dask
+    workers build it once and keep it)."""
+    key = spec.key()
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE.clear()  # one model at a time per process
+            _CACHE[key] = PlanEvaluator(spec)
+        return _CACHE[key]
+
+
+def score_plan_task(spec: EvaluatorSpec, plan_dict: dict) -> dict:
+    """Worker task: the :class:`PlanScore` of one plan, as a dict."""
+    return evaluator_for(spec)(PruningPlan.from_dict(plan_dict)).to_dict()
+
+
+def group_scores_task(spec: EvaluatorSpec, group_id: str, ratios: list[float]) -> list[dict]:
+    """Worker task: :meth:`PlanEvaluator.group_scores` as dicts."""
+    return [s.to_dict() for s in evaluator_for(spec).group_scores(group_id, ratios)]
 
 
 def evaluate_plans(spec: EvaluatorSpec, plans: list[PruningPlan], workers: int = 1) -> list[PlanScore]:
-    """Scores of ``plans`` in order; ``workers > 1`` uses that many processes.
+    """Scores of ``plans`` in order; ``workers > 1`` uses that many local processes.
 
     Errors: ``OnnxPruneError`` for a bad spec or an invalid plan (raised in the caller).
     """
+    from .executors import executor
+
     if workers < 1:
         raise OnnxPruneError(f"workers must be >= 1, got {workers}")
     if workers == 1:
         evaluator = PlanEvaluator(spec)
         return [evaluator(plan) for plan in plans]
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(spec,)) as pool:
-        return [PlanScore(**d) for d in pool.map(_score, [p.to_dict() for p in plans])]
+    with executor(jobs=workers) as pool:
+        futures = [pool.submit(score_plan_task, spec, p.to_dict()) for p in plans]
+        return [PlanScore(**f.result()) for f in futures]
 
 
 def ratio_plan(evaluator: PlanEvaluator, ratios: dict[str, float]) -> PruningPlan:
-    """A plan that carries only per-group pruning ratios (resolved with the spec's criterion)."""
-    from ..decide.plan import GroupPlan
-
+    """A plan that carries only per-group pruning ratios (resolved with the spec's criterion
+    when it is scored)."""
     plan = PruningPlan(criterion=evaluator.spec.criterion)
     for gid, ratio in ratios.items():
         g = evaluator.analysis.group(gid)
@@ -129,4 +246,5 @@ def ratio_plan(evaluator: PlanEvaluator, ratios: dict[str, float]) -> PruningPla
     return plan
 
 
-__all__ = ["EvaluatorSpec", "PlanEvaluator", "PlanScore", "evaluate_plans", "ratio_plan"]
+__all__ = ["EvaluatorSpec", "PlanEvaluator", "PlanScore", "evaluate_plans", "evaluator_for", "group_scores_task",
+           "ratio_plan", "score_plan_task"]

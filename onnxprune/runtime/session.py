@@ -184,3 +184,19 @@ def input_specs(session: onnxruntime.InferenceSession) -> list[InputSpec]:
     return specs
 
 
+def graph_input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    """The graph inputs of ``model`` (not its initializers) as :class:`InputSpec`, read off the
+    graph without a session. Errors: an input that is not a numeric or bool tensor."""
+    inits = {t.name for t in model.graph.initializer}
+    specs = []
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        try:
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
+        except Exception:
+            raise OnnxPruneError(f"model input '{vi.name}' is not a numeric tensor") from None
+        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None for d in tt.shape.dim)
+        specs.append(InputSpec(vi.name, dtype, shape))
+    return specs

@@ -1,0 +1,98 @@
+"""The ``evolution`` schedule: per-group pruning ratios searched by differential evolution, as in
+the differential-evolution layer-wise pruning literature, with ``scipy.optimize.differential_evolution``
+(Storn & Price 1997) as the optimiser.
+
+A candidate is one weight ``v_g`` in [0, 1] per group. It becomes a plan by **projection onto
+the budget**: the ratios ``min(s * v_g, max_ratio)``, with the scale ``s`` bisected so that the
+plan keeps the target fraction of MACs (or params). Every candidate is therefore on budget, and
+evolution searches only *how* the pruning is spread. The fitness is the metric's loss measured
+on the calibration data (:class:`~onnxprune.runtime.scoring.PlanEvaluator`, the full pruned
+model in onnxruntime). The first member of the initial population is the uniform allocation
+(all ``v_g = 1``), so the search never returns worse than uniform on its own fitness.
+
+Budget: ``evaluations`` fitness evaluations in all (population × generations); the run is
+seeded and deterministic whatever runs the evaluations. The best fitness so far is reported
+after each generation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from ..errors import OnnxPruneError
+from .plan import GroupPlan, PruningPlan, keep_count, top_k
+
+
+class Projection:
+    """Candidate vectors → plans on budget (see the module doc)."""
+
+    def __init__(self, groups, scores, kept: Callable[[PruningPlan], float], target: float, *, max_ratio: float,
+                 min_channels: int = 1, round_to: int = 1, criterion: str | None = None) -> None:
+        self.groups, self.scores, self.kept, self.target = list(groups), scores, kept, target
+        self.max_ratio, self.min_channels, self.round_to, self.criterion = max_ratio, min_channels, round_to, criterion
+
+    def plan(self, weights: np.ndarray, scale: float) -> PruningPlan:
+        plan = PruningPlan(criterion=self.criterion)
+        for g, w in zip(self.groups, weights):
+            ratio = min(float(scale * w), self.max_ratio)
+            keep = top_k(self.scores[g.id], keep_count(g.channels, ratio, self.min_channels, self.round_to))
+            plan.groups[g.id] = GroupPlan(g.id, g.anchor, g.channels, round(ratio, 6), keep)
+        return plan
+
+    def top(self, weights: np.ndarray) -> float:
+        """The scale at which every group with a positive weight reaches ``max_ratio``."""
+        positive = weights[weights > 0]
+        return self.max_ratio / float(positive.min()) if positive.size else 0.0
+
+    def __call__(self, weights: np.ndarray) -> PruningPlan:
+        """The plan of ``weights`` whose kept fraction is closest above or at the target."""
+        lo, hi = 0.0, self.top(weights)
+        if hi == 0.0:
+            return self.plan(weights, 0.0)
+        for _ in range(14):
+            mid = (lo + hi) / 2
+            if self.kept(self.plan(weights, mid)) > self.target:
+                lo = mid
+            else:
+                hi = mid
+        return self.plan(weights, hi)
+
+
+def evolve(projection: Projection, losses: Callable[[list[PruningPlan]], list[float]], *, evaluations: int,
+           seed: int = 0, progress: Callable[[int, float], None] | None = None) -> np.ndarray:
+    """The weights (one per group) of the best allocation found; ``losses(plans)`` measures the
+    fitness of many plans at once (in parallel where it can). Errors: ``evaluations`` too small
+    for one generation."""
+    from scipy.optimize import differential_evolution
+
+    dims = len(projection.groups)
+    if dims == 0:
+        return np.zeros(0)
+    popsize = max(1, math.ceil(12 / dims))
+    per_generation = popsize * dims
+    if evaluations < 2 * per_generation:
+        raise OnnxPruneError(f"{{evaluations}} must be at least {2 * per_generation} for {dims} groups "
+                             f"(two generations of {per_generation})")
+    maxiter = evaluations // per_generation - 1
+    best = {"loss": math.inf, "generation": 0}
+
+    def fitness_many(xs) -> list[float]:
+        values = losses([projection(np.asarray(x)) for x in xs])
+        best["loss"] = min([best["loss"], *values])
+        return values
+
+    def vectorized(func, xs):  # scipy calls this with the whole population when it is the `workers` map
+        return fitness_many(list(xs))
+
+    def callback(*args, **kwargs):
+        best["generation"] += 1
+        if progress:
+            progress(best["generation"], best["loss"])
+
+    result = differential_evolution(lambda x: fitness_many([x])[0], [(0.0, 1.0)] * dims, maxiter=maxiter,
+                                    popsize=popsize, seed=seed, polish=False, updating="deferred", workers=vectorized,
+                                    x0=np.ones(dims), tol=0.0, atol=0.0, callback=callback, init="latinhypercube")
+    return np.asarray(result.x)

@@ -1,0 +1,113 @@
+"""Schedules: how the per-group pruning ratios are chosen under a budget.
+
+* ``uniform``: the same ratio for every group (:func:`~onnxprune.decide.plan.uniform_plan`);
+* ``global``: channels ranked across groups by their normalized scores
+  (:func:`~onnxprune.decide.plan.global_plan`);
+* ``sensitivity``: from measured per-group sensitivity curves (:mod:`.allocation`);
+* ``evolution``: searched by differential evolution on the measured metric (:mod:`.evolution`).
+
+Each schedule is a one-parameter family of plans, more pruning as the parameter grows; the
+budget (a fraction of MACs or params) is met by :func:`~onnxprune.decide.target.meet_target`
+within 0.02. ``uniform`` and ``global`` also take a plain ratio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..cost import CostModel
+from ..errors import OnnxPruneError
+from ..groups import Analysis
+from .plan import PruningPlan, excluded, global_plan, uniform_plan
+from .target import TargetSearch, meet_target
+
+SCHEDULES = ("uniform", "global", "sensitivity", "evolution")
+
+
+@dataclass
+class Budget:
+    """Keep ``target`` of the model's ``kind`` (``"macs"`` or ``"params"``)."""
+
+    kind: str
+    target: float
+
+
+def plan_for_budget(analysis: Analysis, cost_model: CostModel, scores: dict[str, np.ndarray], schedule: str,
+                    budget: Budget, *, max_ratio: float, min_channels: int, round_to: int, exclude=(),
+                    criterion: str | None = None, report=None,
+                    losses: Callable[[list[PruningPlan]], list[float]] | None = None, evaluations: int = 300,
+                    seed: int = 0, progress=None) -> tuple[PruningPlan, list[str]]:
+    """The ``schedule``'s plan that meets ``budget``, and notes. ``report``: the sensitivity
+    report (``sensitivity``); ``losses``: measures plans (``evolution``).
+
+    Errors (``OnnxPruneError``): an unknown schedule, a missing report or data, a budget that
+    cannot be met."""
+    kw = dict(min_channels=min_channels, round_to=round_to)
+    groups = [g for g in analysis.prunable_groups if not excluded(g, exclude)]
+    common = dict(max_ratio=max_ratio, budget=budget.kind, **kw)
+    notes: list[str] = []
+    if schedule == "uniform":
+        search = meet_target(analysis, cost_model, lambda r: uniform_plan(
+            analysis, scores, min(r, max_ratio), exclude=exclude, criterion=criterion, **kw), scores, budget.target,
+            order="ratio", **common)
+    elif schedule == "global":
+        search = meet_target(analysis, cost_model, lambda r: global_plan(
+            analysis, scores, r, max_ratio=max_ratio, exclude=exclude, criterion=criterion, **kw), scores, budget.target,
+            order="score", **common)
+    elif schedule == "sensitivity":
+        from .allocation import SensitivityAllocation
+
+        if report is None:
+            raise OnnxPruneError("schedule sensitivity needs sensitivity curves: {sensitivity} (a saved report) or {data}")
+        report.validate(analysis)
+        alloc = SensitivityAllocation(report, groups, scores, max_ratio=max_ratio, criterion=criterion, **kw)
+        search = meet_target(analysis, cost_model, alloc.at, scores, budget.target, order=alloc.step_cost,
+                             top=alloc.top, label="allowed loss", **common)
+        notes.append(f"sensitivity schedule: predicted {report.metric} loss {alloc.predicted_loss(search.plan):.4g} "
+                     f"(sum over groups, from curves measured on {report.samples} samples)")
+    elif schedule == "evolution":
+        search, note = _evolution(analysis, cost_model, scores, groups, budget, losses, criterion=criterion,
+                                  evaluations=evaluations, seed=seed, progress=progress, max_ratio=max_ratio, **kw)
+        notes.append(note)
+    else:
+        raise OnnxPruneError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    search.plan.meta["schedule"] = schedule
+    return search.plan, [search.note(budget.target), *notes]
+
+
+def _evolution(analysis, cost_model, scores, groups, budget: Budget, losses, *, criterion, evaluations, seed, progress,
+               max_ratio, min_channels, round_to) -> tuple[TargetSearch, str]:
+    from .evolution import Projection, evolve
+    from .plan import empty_tensor, fill_empty_tensors
+
+    if losses is None:
+        raise OnnxPruneError("schedule evolution needs calibration data: {data}")
+    kind = budget.kind
+    total = cost_model.cost()
+    total = total.macs if kind == "macs" else total.params
+
+    def kept(plan: PruningPlan) -> float:
+        if empty_tensor(plan, analysis) is not None:
+            plan = plan.copy()
+            fill_empty_tensors(plan, analysis, scores)
+        cost = cost_model.cost_without(plan.removed_units(analysis))
+        return (cost.macs if kind == "macs" else cost.params) / total
+
+    projection = Projection(groups, scores, kept, budget.target, max_ratio=max_ratio, min_channels=min_channels,
+                            round_to=round_to, criterion=criterion)
+    weights = evolve(projection, losses, evaluations=evaluations, seed=seed, progress=progress)
+    common = dict(max_ratio=max_ratio, min_channels=min_channels, round_to=round_to, order="ratio", budget=kind)
+    found = meet_target(analysis, cost_model, lambda s: projection.plan(weights, s), scores, budget.target,
+                        top=projection.top(weights), label="scale", **common)
+    uniform = meet_target(analysis, cost_model, lambda r: projection.plan(np.ones(len(groups)), r), scores,
+                          budget.target, **common)
+    # the budget's last single-group steps can move a plan from what evolution measured: measure
+    # both finished plans, and never return worse than uniform on the search's own fitness
+    evolved_loss, uniform_loss = losses([found.plan.copy(), uniform.plan.copy()])
+    if uniform_loss < evolved_loss:
+        return uniform, (f"evolution schedule: {evaluations} evaluations; the uniform allocation measured better "
+                         f"({uniform_loss:.4g} against {evolved_loss:.4g} calibration loss) and was kept")
+    return found, f"evolution schedule: {evaluations} evaluations, calibration loss {evolved_loss:.4g} (uniform: {uniform_loss:.4g})"

@@ -1,0 +1,235 @@
+"""Per-group sensitivity: how much the model's metric falls when one channel group alone is
+pruned at each ratio (Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017, Sec. 4.1
+and Fig. 2: prune each layer independently, evaluate, and prune insensitive layers harder).
+
+Each point is scored as it would be written: with the recovery of the evaluator's spec
+(``recover``, e.g. ``reconstruct``) applied first, so curves can rank groups by the damage that
+recovery cannot repair. Measured with onnxruntime on calibration data through
+:meth:`onnxprune.runtime.scoring.PlanEvaluator.group_scores`, one task per group, fanned out
+over local processes or a Dask cluster. The result is a :class:`SensitivityReport`, saved as
+JSON (``format: onnxprune.sensitivity/1``) and reusable by the ``sensitivity`` schedule.
+
+Metrics (``METRICS``; higher is better for all but ``rel_mse``):
+
+* ``accuracy``: top-1 accuracy against the ``.npz`` labels (needs labels, a classifier output);
+* ``agreement``: top-1 agreement with the original model's predictions (classifier outputs);
+* ``cosine``: cosine similarity of the first output with the original's, mean over samples;
+* ``rel_mse``: relative squared error of the first output, ``|y - y0|^2 / |y0|^2``.
+
+``auto`` picks accuracy when there are labels, else agreement for a classifier, else cosine.
+The **loss** of a point is what the metric lost: ``baseline - value`` (``value`` for
+``rel_mse``), so it is 0 for the unpruned model and grows with damage, for every metric.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import OnnxPruneError
+from ..groups import Analysis
+from .plan import keep_count
+
+FORMAT = "onnxprune.sensitivity/1"
+METRICS = ("auto", "accuracy", "agreement", "cosine", "rel_mse")
+DEFAULT_RATIOS = tuple(round(0.1 * k, 1) for k in range(1, 10))
+
+
+@dataclass
+class Point:
+    """One measurement: the group pruned alone at ``ratio`` (``kept`` channels left)."""
+
+    ratio: float
+    kept: int
+    value: float
+    loss: float
+    macs_saved: float
+    params_saved: float
+    accuracy: float | None = None
+    agreement: float | None = None
+    cosine: float | None = None
+    rel_mse: float | None = None
+
+
+@dataclass
+class Curve:
+    """A group's sensitivity curve: its points in increasing ratio."""
+
+    id: str
+    anchor: str
+    channels: int
+    points: list[Point] = field(default_factory=list)
+
+    @property
+    def area(self) -> float:
+        """The mean loss over the measured ratios: the sensitivity ranking key."""
+        return float(np.mean([p.loss for p in self.points])) if self.points else 0.0
+
+    def loss_at(self, ratio: float) -> float:
+        """The loss at ``ratio``, interpolated linearly between measured points (0 at ratio 0)."""
+        xs = [0.0] + [p.ratio for p in self.points]
+        ys = [0.0] + [p.loss for p in self.points]
+        return float(np.interp(ratio, xs, ys))
+
+
+@dataclass
+class SensitivityReport:
+    """Every group's curve, and what they were measured on."""
+
+    model: str
+    metric: str
+    baseline: float
+    samples: int
+    criterion: str
+    input_shapes: dict
+    curves: list[Curve]
+    data: str | None = None
+    seconds: float = 0.0
+    recover: str = "none"
+
+    def ranked(self) -> list[Curve]:
+        """Curves from the least to the most sensitive (mean loss over the ratios)."""
+        return sorted(self.curves, key=lambda c: (c.area, c.id))
+
+    def curve(self, group_id: str) -> Curve:
+        for c in self.curves:
+            if c.id == group_id:
+                return c
+        raise OnnxPruneError(f"the sensitivity report has no curve for group {group_id!r}")
+
+    # ---- JSON ----
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["format"] = FORMAT
+        return data
+
+    def save(self, path) -> None:
+        from ..graph.outputs import write_atomic
+
+        write_atomic(path, (json.dumps(self.to_dict(), indent=1) + "\n").encode())
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SensitivityReport:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise OnnxPruneError(f"not an onnxprune sensitivity report (expected \"format\": \"{FORMAT}\")")
+        try:
+            curves = [Curve(str(c["id"]), str(c["anchor"]), int(c["channels"]), [Point(**p) for p in c["points"]])
+                      for c in data["curves"]]
+            return cls(str(data["model"]), str(data["metric"]), float(data["baseline"]), int(data["samples"]),
+                       str(data["criterion"]), dict(data.get("input_shapes") or {}), curves, data.get("data"),
+                       float(data.get("seconds", 0.0)), str(data.get("recover", "none")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise OnnxPruneError(f"malformed sensitivity report: {exc}") from None
+
+    @classmethod
+    def load(cls, path) -> SensitivityReport:
+        """Read a report saved by :meth:`save`, or the JSON of ``onnxprune analyze --sensitivity``
+        (which holds one under ``"sensitivity"``)."""
+        path = Path(path)
+        if not path.is_file():
+            raise OnnxPruneError(f"sensitivity report not found: {path}")
+        try:
+            data = json.loads(path.read_text())
+            if isinstance(data, dict) and isinstance(data.get("sensitivity"), dict):
+                data = data["sensitivity"]
+            return cls.from_dict(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise OnnxPruneError(f"{path}: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise OnnxPruneError(f"{path}: not a sensitivity report (nested too deeply)") from None
+
+    def validate(self, analysis: Analysis) -> None:
+        """Refuse a report measured on another model: every prunable group needs its curve,
+        with the same anchor and channel count."""
+        by_id = {c.id: c for c in self.curves}
+        for g in analysis.prunable_groups:
+            c = by_id.get(g.id)
+            if c is None or c.anchor != g.anchor or c.channels != g.channels:
+                found = "none" if c is None else f"{c.anchor}, {c.channels} channels"
+                raise OnnxPruneError(f"the sensitivity report does not match this model: group {g.id} is {g.anchor} "
+                                     f"with {g.channels} channels, the report has {found}; was it measured on another "
+                                     "model or input shape?")
+
+
+def resolve_metric(metric: str, has_labels: bool, classifier: bool) -> str:
+    """``auto`` → accuracy, agreement or cosine (see the module doc). Errors: a metric the
+    data or the output cannot give."""
+    if metric not in METRICS:
+        raise OnnxPruneError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    if metric == "auto":
+        return "accuracy" if has_labels and classifier else "agreement" if classifier else "cosine"
+    if metric == "accuracy" and not (has_labels and classifier):
+        raise OnnxPruneError("metric accuracy needs 'labels' in the data and a classifier output [N, K]")
+    if metric == "agreement" and not classifier:
+        raise OnnxPruneError("metric agreement needs a classifier output [N, K]")
+    return metric
+
+
+def metric_value(score: dict, metric: str) -> float:
+    """The metric's value in a :class:`~onnxprune.runtime.scoring.PlanScore` dict."""
+    key = {"accuracy": "accuracy", "agreement": "top1_agreement", "cosine": "cosine_similarity",
+           "rel_mse": "relative_mse"}[metric]
+    return float(score[key])
+
+
+def loss_of(value: float, baseline: float, metric: str) -> float:
+    """What the metric lost (see the module doc)."""
+    return value if metric == "rel_mse" else baseline - value
+
+
+def check_ratios(ratios) -> list[float]:
+    ratios = sorted({float(r) for r in ratios})
+    if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
+        raise OnnxPruneError(f"{{ratios}} must be values in (0, 1), got {ratios}")
+    return ratios
+
+
+def measure(spec, ratios=DEFAULT_RATIOS, metric: str = "auto", *, jobs: int = 1, scheduler: str | None = None,
+            progress=None) -> SensitivityReport:
+    """Measure every prunable group's sensitivity curve (see the module doc).
+
+    ``spec`` is an :class:`~onnxprune.runtime.scoring.EvaluatorSpec`; ``jobs`` local processes or
+    a Dask ``scheduler`` run one task per group (:mod:`onnxprune.runtime.executors`);
+    ``progress(done, total)`` is told after each group. The report is the same whatever runs it.
+
+    Errors (``OnnxPruneError``): bad ratios or metric, and every error of the evaluator.
+    """
+    import time
+
+    from ..runtime.executors import executor
+    from ..runtime.scoring import evaluator_for, group_scores_task
+
+    start = time.perf_counter()
+    ratios = check_ratios(ratios)
+    local = evaluator_for(spec)  # validates the model and data here, before any worker starts
+    reference = next(iter(local.reference.values()))
+    classifier = reference.ndim == 2 and reference.shape[1] > 1
+    metric = resolve_metric(metric, local.data.labels is not None, classifier)
+    baseline = 0.0 if metric == "rel_mse" else metric_value(local.baseline_score(), metric)
+    groups = local.analysis.prunable_groups
+    results: dict[str, list[dict]] = {}
+    with executor(jobs, scheduler) as pool:
+        futures = {pool.submit(group_scores_task, spec, g.id, ratios): g.id for g in groups}
+        for k, future in enumerate(as_completed(futures), 1):
+            results[futures[future]] = future.result()
+            if progress:
+                progress(k, len(groups))
+    curves = []
+    for g in groups:
+        points = []
+        for ratio, score in zip(ratios, results[g.id]):
+            value = metric_value(score, metric)
+            points.append(Point(ratio=ratio, kept=keep_count(g.channels, ratio), value=value,
+                                loss=loss_of(value, baseline, metric),
+                                macs_saved=1.0 - score["macs_kept"], params_saved=1.0 - score["params_kept"],
+                                accuracy=score["accuracy"], agreement=score["top1_agreement"],
+                                cosine=score["cosine_similarity"], rel_mse=score["relative_mse"]))
+        curves.append(Curve(g.id, g.anchor, g.channels, points))
+    return SensitivityReport(model=str(spec.model), metric=metric, baseline=baseline, samples=len(local.data),
+                             criterion=spec.criterion, input_shapes={k: list(v) for k, v in spec.input_shapes.items()},
+                             curves=curves, data=spec.data, seconds=round(time.perf_counter() - start, 3),
+                             recover=spec.recover)

@@ -1,0 +1,1 @@
+"""Transforms of a planned model: the channel rewrite, and recovery without training."""
