@@ -517,7 +517,7 @@ def test_not_an_onnx_file_verify_bench(command, prose):
     (["--ratio", "0.5", "--round-to", "0"], "--round-to': 0 is not in the range x>=1"),
     (["--ratio", "0.5", "--min-channels", "0"], "--min-channels': 0 is not in the range x>=1"),
     (["--ratio", "0.5", "--max-ratio", "1"], "--max-ratio must be in [0, 1)"),
-    ([], "give exactly one of --ratio, --target-macs or --plan"),
+    ([], "give exactly one of --ratio, --target-macs, --target-params or --plan"),
     (["--ratio", "0.5", "--target-macs", "0.5"], "give exactly one of"),
 ])
 def test_bad_amounts(args, needle, tmp_path):

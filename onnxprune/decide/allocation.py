@@ -23,11 +23,14 @@ from .sensitivity import Curve, SensitivityReport
 _GRID = np.linspace(0.0, 1.0, 201)
 
 
-def envelope(curve: Curve) -> np.ndarray:
-    """The curve's predicted loss on :data:`_GRID` (ratio 0 to 1), non-decreasing."""
+def envelope(curve: Curve, tie: float = 1e-6) -> np.ndarray:
+    """The curve's predicted loss on :data:`_GRID` (ratio 0 to 1): non-decreasing, plus
+    ``tie * ratio`` so that it rises strictly. Where several ratios predict no loss (common
+    after recovery), the allocation then grows them evenly from 0 instead of jumping to the
+    largest harmless ratio at once."""
     xs = [0.0] + [p.ratio for p in curve.points]
     ys = [0.0] + [max(p.loss, 0.0) for p in curve.points]
-    return np.maximum.accumulate(np.interp(_GRID, xs, ys))
+    return np.maximum.accumulate(np.interp(_GRID, xs, ys)) + tie * _GRID
 
 
 class SensitivityAllocation:
@@ -40,7 +43,8 @@ class SensitivityAllocation:
         self.scores = scores
         self.max_ratio, self.min_channels, self.round_to = max_ratio, min_channels, round_to
         self.criterion = criterion
-        self.loss = {g.id: envelope(report.curve(g.id)) for g in self.groups}
+        scale = max((max((p.loss for p in report.curve(g.id).points), default=0.0) for g in self.groups), default=0.0)
+        self.loss = {g.id: envelope(report.curve(g.id), 1e-6 * (1.0 + max(scale, 0.0))) for g in self.groups}
         allowed = _GRID <= max_ratio + 1e-12
         self.top = max((float(curve[allowed][-1]) for curve in self.loss.values()), default=0.0) + 1e-9
 

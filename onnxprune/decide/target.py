@@ -102,6 +102,8 @@ def meet_target(analysis: Analysis, cost_model: CostModel, at: Callable[[float],
     plan, ratio = at(lo), lo
     current = kept(plan)
     if current <= target:  # the start already meets it (a target of 1, or nothing to prune)
+        if target - current > tolerance:
+            raise OnnxPruneError(f"internal error: the schedule's lightest plan keeps {current:.4f}, below the target")
         return TargetSearch(plan, current, ratio, 0, budget, label)
     floors = {gid: keep_count(gp.channels, max_ratio, min_channels, round_to) for gid, gp in plan.groups.items()}
     steps, closed = 0, set()
