@@ -1,4 +1,5 @@
-"""The small Python API: analyze, prune, verify and bench a model file, and load a plan.
+"""The small Python API: analyze, measure sensitivity, prune, verify and bench a model file,
+and load a plan.
 
 Everything here is also what the CLI does; errors are :class:`~onnxprune.errors.OnnxPruneError`
 with one-line messages that name these functions' parameters. ``input_shapes`` is a dict
@@ -20,6 +21,7 @@ import os
 from collections.abc import Sequence
 
 from .decide.plan import PruningPlan
+from .decide.sensitivity import DEFAULT_RATIOS, SensitivityReport, measure
 from .groups import Analysis
 from .pipeline import PruneOptions, PruneResult, load_and_analyze, prune_file
 from .runtime.bench import BenchReport
@@ -50,22 +52,45 @@ def load_plan(path: PathLike) -> PruningPlan:
 
 
 def prune(model: PathLike, output: PathLike, *, ratio: float | None = None, target_macs: float | None = None,
-          plan: PruningPlan | PathLike | None = None, criterion: str = "l1", global_rank: bool = False,
-          max_ratio: float = 0.9, round_to: int = 1, min_channels: int = 1, exclude: Sequence[str] = (),
-          seed: int = 0, allow_noop: bool = False, input_shapes: Shapes = None,
+          target_params: float | None = None, plan: PruningPlan | PathLike | None = None, schedule: str = "uniform",
+          criterion: str = "l1", data: PathLike | None = None, recover: str = "none",
+          sensitivity: SensitivityReport | PathLike | None = None, calib_samples: int | None = None,
+          metric: str = "auto", evaluations: int = 300, jobs: int = 1, scheduler: str | None = None,
+          global_rank: bool = False, max_ratio: float = 0.9, round_to: int = 1, min_channels: int = 1,
+          exclude: Sequence[str] = (), seed: int = 0, allow_noop: bool = False, input_shapes: Shapes = None,
           plan_out: PathLike | None = None) -> PruneResult:
     """Prune ``model`` into ``output``: give exactly one of ``ratio`` (the fraction of each
-    group's channels to remove), ``target_macs`` (the fraction of MACs to keep, met within
-    0.02) or ``plan`` (a :class:`PruningPlan` or the path of a saved one). The other
-    parameters are ``onnxprune prune``'s options. Returns a :class:`PruneResult` (``before``
-    and ``after`` costs, ``plan``, ``notes``). The output is checked, and written atomically;
-    it never replaces ``model`` or a file it reads. Errors: ``OnnxPruneError``."""
+    group's channels to remove), ``target_macs`` or ``target_params`` (the fraction of MACs or
+    params to keep, met within 0.02) or ``plan`` (a :class:`PruningPlan` or the path of a saved
+    one). ``schedule`` is ``uniform``, ``global``, ``sensitivity`` (curves from ``sensitivity``,
+    or measured on ``data``) or ``evolution`` (searched on ``data``); ``recover`` (``bn`` or
+    ``reconstruct``) repairs the result on ``data``. The other parameters are ``onnxprune
+    prune``'s options. Returns a :class:`PruneResult` (``before`` and ``after`` costs, ``plan``,
+    ``notes``, ``recovery``). The output is checked, and written atomically; it never replaces
+    ``model`` or a file it reads. Errors: ``OnnxPruneError``."""
     if plan is not None and not isinstance(plan, PruningPlan):
         plan = PruningPlan.load(plan)
+    if sensitivity is not None and not isinstance(sensitivity, SensitivityReport):
+        sensitivity = SensitivityReport.load(sensitivity)
     options = PruneOptions(criterion=criterion, ratio=ratio, global_rank=global_rank, max_ratio=max_ratio,
                            target_macs=target_macs, round_to=round_to, min_channels=min_channels,
-                           exclude=tuple(exclude), plan=plan, seed=seed, allow_noop=allow_noop)
+                           exclude=tuple(exclude), plan=plan, seed=seed, allow_noop=allow_noop, schedule=schedule,
+                           target_params=target_params, sensitivity=sensitivity,
+                           data=None if data is None else str(data), calib_samples=calib_samples, metric=metric,
+                           evaluations=evaluations, jobs=jobs, scheduler=scheduler, recover=recover)
     return prune_file(model, output, options, _shapes(input_shapes), plan_out=plan_out)
+
+
+def sensitivity(model: PathLike, data: PathLike, *, ratios: Sequence[float] = DEFAULT_RATIOS, metric: str = "auto",
+                criterion: str = "l1", recover: str = "none", calib_samples: int | None = None, jobs: int = 1,
+                scheduler: str | None = None, input_shapes: Shapes = None) -> SensitivityReport:
+    """Measure every prunable group's sensitivity curve on ``data`` (see
+    :mod:`onnxprune.decide.sensitivity`); ``report.save(path)`` keeps it for ``prune``."""
+    from .runtime.scoring import EvaluatorSpec
+
+    spec = EvaluatorSpec(str(model), _shapes(input_shapes), str(data), criterion=criterion, calib_samples=calib_samples,
+                         recover=recover)
+    return measure(spec, ratios, metric, jobs=jobs, scheduler=scheduler)
 
 
 def verify(original: PathLike, pruned: PathLike, data: PathLike | None = None, *, samples: int = 8, seed: int = 0,
@@ -88,4 +113,4 @@ def bench(models: Sequence[PathLike], *, provider: str = "cpu", threads: int | N
                      shapes=_shapes(input_shapes) or None, seed=seed)
 
 
-__all__ = ["analyze", "bench", "load_plan", "prune", "verify"]
+__all__ = ["analyze", "bench", "load_plan", "prune", "sensitivity", "verify"]

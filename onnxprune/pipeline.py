@@ -79,6 +79,7 @@ class PruneOptions:
     jobs: int = 1
     scheduler: str | None = None
     recover: str = "none"
+    granularity: str = "channel"
 
     def validate(self) -> None:
         if self.criterion not in CRITERIA:
@@ -106,6 +107,15 @@ class PruneOptions:
             raise OnnxPruneError("schedule sensitivity needs {sensitivity} (a saved report) or {data} to measure one")
         if self.schedule == "evolution" and not self.data and self.plan is None:
             raise OnnxPruneError("schedule evolution needs calibration data: {data}")
+        if self.granularity not in ("channel", "weight"):
+            raise OnnxPruneError(f"unknown granularity {self.granularity!r}; choose channel or weight")
+        if self.granularity == "weight":
+            if self.target_macs is not None or self.plan is not None:
+                raise OnnxPruneError("{granularity} weight zeroes weights and keeps every MAC: give {target_params} "
+                                     "(the fraction of weights left nonzero) or {ratio} (the sparsity)")
+            if self.recover != "none" or self.schedule == "sensitivity":
+                raise OnnxPruneError("{granularity} weight takes the uniform, global or evolution schedule, "
+                                     "without recovery")
         if self.recover not in RECOVERY:
             raise OnnxPruneError(f"unknown recovery {self.recover!r}; choose one of {', '.join(RECOVERY)}")
         if self.recover != "none" and not self.data:
@@ -198,7 +208,7 @@ def make_plan(analysis: Analysis, options: PruneOptions, cost_model: CostModel |
     else:
         budget = (Budget("macs", options.target_macs) if options.target_macs is not None
                   else Budget("params", options.target_params))
-        with Measurements(analysis, options, model_path, progress) as measured:
+        with Measurements(analysis.input_shapes, options, model_path, progress) as measured:
             plan, more = plan_for_budget(
                 analysis, cost_model or CostModel(analysis), scores, schedule, budget, max_ratio=options.max_ratio,
                 report=measured.sensitivity() if schedule == "sensitivity" else None,
@@ -213,8 +223,8 @@ class Measurements:
     """What the measuring schedules need, set up once: the evaluator spec, the sensitivity
     report (loaded, or measured), and plan losses through a worker pool kept open meanwhile."""
 
-    def __init__(self, analysis: Analysis, options: PruneOptions, model_path, progress: Progress | None) -> None:
-        self.analysis, self.options, self.progress = analysis, options, progress or (lambda stage: None)
+    def __init__(self, input_shapes: dict, options: PruneOptions, model_path, progress: Progress | None) -> None:
+        self.options, self.progress = options, progress or (lambda stage: None)
         self.notes: list[str] = []
         self._stack = ExitStack()
         self._pool = None
@@ -222,7 +232,7 @@ class Measurements:
         if options.data and model_path is not None:
             from .runtime.scoring import EvaluatorSpec
 
-            self.spec = EvaluatorSpec(str(model_path), dict(analysis.input_shapes), str(options.data),
+            self.spec = EvaluatorSpec(str(model_path), dict(input_shapes), str(options.data),
                                       criterion=options.criterion, seed=options.seed, calib_samples=options.calib_samples,
                                       recover=options.recover)
 
@@ -257,9 +267,20 @@ class Measurements:
     def losses(self, plans: list[PruningPlan]) -> list[float]:
         """The metric's loss of each plan on the calibration data (see
         :mod:`onnxprune.decide.sensitivity`), evaluated in the worker pool."""
+        from .runtime.scoring import score_plan_task
+
+        return self._losses(score_plan_task, [plan.to_dict() for plan in plans])
+
+    def sparsity_losses(self, candidates: list[dict]) -> list[float]:
+        """:meth:`losses` of per-layer unstructured sparsities."""
+        from .runtime.scoring import sparsity_task
+
+        return self._losses(sparsity_task, candidates)
+
+    def _losses(self, task, items: list) -> list[float]:
         from .decide.sensitivity import loss_of, metric_value, resolve_metric
         from .runtime.executors import executor
-        from .runtime.scoring import evaluator_for, score_plan_task
+        from .runtime.scoring import evaluator_for
 
         spec = self._need_spec()
         if self._pool is None:
@@ -269,7 +290,7 @@ class Measurements:
                                          reference.ndim == 2 and reference.shape[1] > 1)
             self.baseline = 0.0 if self.metric == "rel_mse" else metric_value(local.baseline_score(), self.metric)
             self._pool = self._stack.enter_context(executor(self.options.jobs, self.options.scheduler))
-        futures = [self._pool.submit(score_plan_task, spec, plan.to_dict()) for plan in plans]
+        futures = [self._pool.submit(task, spec, item) for item in items]
         return [loss_of(metric_value(f.result(), self.metric), self.baseline, self.metric) for f in futures]
 
     def generation(self, generation: int, best: float) -> None:
@@ -425,15 +446,16 @@ def load_and_analyze(path: str | Path, input_shapes: dict | None = None, outputs
     return analyze(normalize(model, inplace=True), input_shapes)
 
 
-def finalize(model: onnx.ModelProto, analysis: Analysis, source: str | os.PathLike | None = None) -> bytes:
+def finalize(model: onnx.ModelProto, analysis: Analysis | dict, source: str | os.PathLike | None = None) -> bytes:
     """Serialize ``model`` once, check it with ``onnx.checker`` (full check) and run it once in
-    onnxruntime; returns the bytes to write.
+    onnxruntime at the analysis shapes (``analysis``, or ``{tensor: shape}``); returns the bytes
+    to write.
 
     Errors (``OnnxPruneError``): either check fails. When ``source`` (the input model's path)
     fails the same check, the error says the input is at fault, not the rewrite."""
     data = model.SerializeToString()
     _checked(check_model, data, source, "the rewritten model")
-    _checked(smoke_run, data, source, "the pruned model", analysis.shapes)
+    _checked(smoke_run, data, source, "the pruned model", analysis.shapes if isinstance(analysis, Analysis) else analysis)
     return data
 
 
@@ -491,6 +513,9 @@ def prune_into(outputs: OutputSet, model_path: str | Path, options: PruneOptions
     step("loading")
     model, data_files = read_model(model_path)
     outputs.add_reads({"the external data of the input model": data_files})
+    if options.granularity == "weight":
+        return _sparsify_into(outputs, model_path, model, data_files, options, input_shapes, model_label, plan_label,
+                              step, start)
     step("analyzing")
     analysis = analyze(normalize(model, inplace=True), input_shapes)
     del model
@@ -514,6 +539,56 @@ def prune_into(outputs: OutputSet, model_path: str | Path, options: PruneOptions
     if plan_label is not None:
         outputs.stage_bytes(plan_label, result.plan.to_json().encode())
     result.bytes_before = Path(model_path).stat().st_size + sum(Path(f).stat().st_size for f in data_files)
+    result.bytes_after = outputs.nbytes(model_label)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _sparsify_into(outputs, model_path, model, data_files, options: PruneOptions, input_shapes, model_label, plan_label,
+                   step, start) -> PruneResult:
+    """``--granularity weight``: zero each layer's smallest weights (:mod:`onnxprune.transform.sparsify`)."""
+    from onnx import numpy_helper
+
+    from .decide.schedule import sparsity_for_budget
+    from .transform.sparsify import gzip_size, sparse_layers, sparsify, sparsity_of
+
+    if data_files:
+        raise OnnxPruneError("{granularity} weight writes the model inline; it does not take models with external data")
+    analysis = analyze(normalize(model, inplace=True), input_shapes)
+    shapes, macs = analysis.shapes, CostModel(analysis).cost().macs
+    layers = sparse_layers(model)
+    if not layers:
+        raise OnnxPruneError("nothing to prune: the model has no Conv, ConvTranspose, Gemm or MatMul with a weight of "
+                             "its own")
+    step("planning")
+    inits = {t.name: t for t in model.graph.initializer}
+    target = options.target_params if options.target_params is not None else 1.0 - options.ratio
+    with Measurements(dict(input_shapes or {}), options, model_path, step) as measured:
+        sparsities, notes = sparsity_for_budget(
+            layers, lambda name: numpy_helper.to_array(inits[name]), options.schedule if not options.global_rank
+            else "global", target, losses=measured.sparsity_losses if options.schedule == "evolution" else None,
+            evaluations=options.evaluations, seed=options.seed, progress=measured.generation)
+    step("rewriting")
+    sparse = sparsify(model, sparsities)
+    sparsity = sparsity_of(sparse)
+    step("checking")
+    data = finalize(sparse, shapes, model_path)
+    original = model.SerializeToString()
+    notes.append(f"granularity weight: {sparsity:.1%} of the weights of {len(layers)} layers are zero; gzip-compressed "
+                 f"file {gzip_size(original)} → {gzip_size(data)} bytes; the graph is unchanged, so dense runtimes run "
+                 "it no faster")
+    step("saving")
+    outputs.stage_model(model_label, data)
+    plan = PruningPlan(criterion="magnitude", meta={"granularity": "weight", "schedule": options.schedule,
+                                                     "sparsity": {k: round(v, 6) for k, v in sparsities.items()},
+                                                     "onnxprune": __version__})
+    if plan_label is not None:
+        outputs.stage_bytes(plan_label, plan.to_json().encode())
+    total = sum(n for _, _, n in layers)
+    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+    result = PruneResult(sparse, plan, Cost(macs, params), Cost(macs, params - int(round(sparsity * total))), 0, 0, 0,
+                         notes, criterion="magnitude", input_shapes=_input_shapes(analysis), schedule=options.schedule)
+    result.bytes_before = Path(model_path).stat().st_size
     result.bytes_after = outputs.nbytes(model_label)
     result.seconds = time.perf_counter() - start
     return result

@@ -95,7 +95,7 @@ def test_same_option_names_across_commands():
 
 def test_prune_help_says_which_amount_is_required():
     text = " ".join(ok(cli("prune", "--help")).stdout.split())
-    assert "Give exactly one amount: --ratio, --target-macs, or --plan" in text
+    assert "Give exactly one amount: --ratio, --target-macs, --target-params, or --plan" in text
 
 
 def _report(n: int, blocked_every: int) -> dict:

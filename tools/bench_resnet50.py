@@ -24,7 +24,6 @@ Prints one JSON document. Usage::
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import subprocess
 import sys
@@ -34,7 +33,7 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 import torch  # noqa: E402
 
@@ -64,32 +63,14 @@ def prune_with_cli(src: Path, out: Path, target: float, round_to: int) -> dict:
 
 
 def prune_with_torch_pruning(model: torch.nn.Module, out: Path, target: float, round_to: int) -> dict | None:
-    try:
-        import torch_pruning as tp
-    except ImportError:
+    from tp_baseline import prune_to_macs
+
+    done = prune_to_macs(model, SHAPE, target, round_to)
+    if done is None:
         return None
-    example = torch.randn(SHAPE)
-    base_macs, _ = tp.utils.count_ops_and_params(model, example)
-
-    def pruned_at(ratio: float):
-        m = copy.deepcopy(model)
-        head = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear)]
-        pruner = tp.pruner.MetaPruner(m, example, importance=tp.importance.MagnitudeImportance(p=1),
-                                      pruning_ratio=ratio, ignored_layers=head, round_to=round_to)
-        start = time.perf_counter()
-        pruner.step()
-        seconds = time.perf_counter() - start
-        macs, _ = tp.utils.count_ops_and_params(m, example)
-        return m, macs / base_macs, seconds
-
-    lo, hi = 0.0, 0.9
-    for _ in range(10):
-        mid = (lo + hi) / 2
-        _, kept, _ = pruned_at(mid)
-        lo, hi = (mid, hi) if kept > target else (lo, mid)
-    pruned, kept, seconds = pruned_at(hi)
-    export_onnx(pruned.eval(), out, SHAPE, fold_bn=True, dynamic_batch=True)
-    return {"tool": "torch-pruning", "target_macs": target, "ratio": round(hi, 4), "prune_s": round(seconds, 3),
+    pruned, kept, ratio, seconds = done
+    export_onnx(pruned, out, SHAPE, fold_bn=True, dynamic_batch=True)
+    return {"tool": "torch-pruning", "target_macs": target, "ratio": round(ratio, 4), "prune_s": round(seconds, 3),
             "macs_kept": round(kept, 4), "file": str(out)}
 
 

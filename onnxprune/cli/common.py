@@ -30,7 +30,7 @@ from ..errors import OnnxPruneError, Terminated
 FLAGS = {
     "out_path": "-o", "plan_out": "--plan", "plan": "--plan", "json_path": "--json", "plot_path": "--plot",
     "input_shapes": "--input-shape", "global_rank": "--global", "data_path": "--data", "exclude": "--exclude",
-    "sensitivity": "--sensitivity-from", "allow_noop": "--allow-noop",
+    "sensitivity": "--sensitivity-from", "allow_noop": "--allow-noop", "granularity": "--granularity",
 }
 
 

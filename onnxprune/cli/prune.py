@@ -26,6 +26,9 @@ from .common import Column, Output, flag, handle_errors, input_shape_option, jso
               help="Calibration .npz: for --recover, the sensitivity and evolution schedules (keep it apart from "
                    "the data you verify on).")
 @click.option("--calib-samples", type=click.IntRange(min=2), help="Use the first N samples of --data (default: all).")
+@click.option("--granularity", type=click.Choice(["channel", "weight"]), default="channel", show_default=True,
+              help="channel: remove whole channels (smaller and faster); weight: zero each layer's smallest weights "
+                   "(unstructured: same graph and speed, smaller compressed file; takes --target-params or --ratio).")
 @click.option("--recover", type=click.Choice(["none", "bn", "reconstruct"]), default="none", show_default=True,
               help="Repair the pruned layers on --data without training: least-squares reconstruction, or BN "
                    "statistics re-estimation.")
@@ -52,7 +55,7 @@ from .common import Column, Output, flag, handle_errors, input_shape_option, jso
 @output_options
 @handle_errors
 def prune(model, output, ratio, target_macs, plan_path, target_params, schedule, sensitivity_path, data_path,
-          calib_samples, recover, metric, evaluations, jobs, scheduler, criterion, global_rank, max_ratio, round_to,
+          calib_samples, granularity, recover, metric, evaluations, jobs, scheduler, criterion, global_rank, max_ratio, round_to,
           min_channels, exclude, seed, allow_noop, input_shape, json_path, fmt, quiet, verbose):
     """Remove channels from MODEL and write the smaller model to OUTPUT.
 
@@ -83,7 +86,7 @@ def prune(model, output, ratio, target_macs, plan_path, target_params, schedule,
                                seed=seed, allow_noop=allow_noop, schedule=schedule, target_params=target_params,
                                sensitivity=SensitivityReport.load(sensitivity_path) if sensitivity_path else None,
                                data=data_path, calib_samples=calib_samples, metric=metric, evaluations=evaluations,
-                               jobs=jobs, scheduler=scheduler, recover=recover)
+                               jobs=jobs, scheduler=scheduler, recover=recover, granularity=granularity)
         shapes = parse_shapes(input_shape)
         with out.status("pruning") as stage:
             result = prune_into(outputs, model, options, shapes,
@@ -105,7 +108,8 @@ def _print(out: Output, model, output, result, round_to, plan_out) -> None:
     from .report import human
 
     rows = []
-    for label, b, a in (("MACs", result.before.macs, result.after.macs), ("params", result.before.params, result.after.params),
+    params = "nonzero params" if result.plan.meta.get("granularity") == "weight" else "params"
+    for label, b, a in (("MACs", result.before.macs, result.after.macs), (params, result.before.params, result.after.params),
                         ("file size (bytes)", result.bytes_before, result.bytes_after)):
         rows.append([label, human(b), human(a), f"{a / b:.1%}" if b else "-"])
     out.table(f"{model} → {output}", [Column(""), Column("before", "right"), Column("after", "right"),

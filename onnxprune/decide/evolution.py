@@ -61,14 +61,13 @@ class Projection:
         return self.plan(weights, hi)
 
 
-def evolve(projection: Projection, losses: Callable[[list[PruningPlan]], list[float]], *, evaluations: int,
-           seed: int = 0, progress: Callable[[int, float], None] | None = None) -> np.ndarray:
-    """The weights (one per group) of the best allocation found; ``losses(plans)`` measures the
-    fitness of many plans at once (in parallel where it can). Errors: ``evaluations`` too small
-    for one generation."""
+def evolve(projection: Callable[[np.ndarray], object], dims: int, losses: Callable[[list], list[float]], *,
+           evaluations: int, seed: int = 0, progress: Callable[[int, float], None] | None = None) -> np.ndarray:
+    """The best of ``dims`` weights in [0, 1] found; ``projection(weights)`` makes a candidate
+    (a plan on budget) and ``losses(candidates)`` measures the fitness of many at once (in
+    parallel where it can). Errors: ``evaluations`` too small for two generations."""
     from scipy.optimize import differential_evolution
 
-    dims = len(projection.groups)
     if dims == 0:
         return np.zeros(0)
     popsize = max(1, math.ceil(12 / dims))

@@ -98,7 +98,7 @@ def _evolution(analysis, cost_model, scores, groups, budget: Budget, losses, *, 
 
     projection = Projection(groups, scores, kept, budget.target, max_ratio=max_ratio, min_channels=min_channels,
                             round_to=round_to, criterion=criterion)
-    weights = evolve(projection, losses, evaluations=evaluations, seed=seed, progress=progress)
+    weights = evolve(projection, len(groups), losses, evaluations=evaluations, seed=seed, progress=progress)
     common = dict(max_ratio=max_ratio, min_channels=min_channels, round_to=round_to, order="ratio", budget=kind)
     found = meet_target(analysis, cost_model, lambda s: projection.plan(weights, s), scores, budget.target,
                         top=projection.top(weights), label="scale", **common)
@@ -111,3 +111,50 @@ def _evolution(analysis, cost_model, scores, groups, budget: Budget, losses, *, 
         return uniform, (f"evolution schedule: {evaluations} evaluations; the uniform allocation measured better "
                          f"({uniform_loss:.4g} against {evolved_loss:.4g} calibration loss) and was kept")
     return found, f"evolution schedule: {evaluations} evaluations, calibration loss {evolved_loss:.4g} (uniform: {uniform_loss:.4g})"
+
+
+def sparsity_for_budget(layers: list[tuple[str, str, int]], weights_of, schedule: str, target: float, *,
+                        losses=None, evaluations: int = 300, seed: int = 0, progress=None,
+                        max_sparsity: float = 0.99) -> tuple[dict[str, float], list[str]]:
+    """Per-layer unstructured sparsities (node name → fraction zeroed) that keep ``target`` of
+    the ``layers``' weights nonzero (``--granularity weight``), and notes.
+
+    ``uniform``: the same sparsity everywhere; ``global``: one magnitude threshold across the
+    layers (``weights_of(weight name)`` gives the values); ``evolution``: differential evolution
+    over the per-layer sparsities, projected onto the budget, ``losses(sparsities)`` its fitness.
+    Errors (``OnnxPruneError``): another schedule, or no data for evolution."""
+    sizes = np.array([n for _, _, n in layers], dtype=np.float64)
+    zeros = (1.0 - target) * sizes.sum()
+    if schedule == "uniform":
+        return {node: 1.0 - target for node, _, _ in layers}, []
+    if schedule == "global":
+        magnitudes = np.concatenate([np.abs(np.asarray(weights_of(weight))).reshape(-1) for _, weight, _ in layers])
+        k = int(zeros)
+        threshold = np.partition(magnitudes, k)[k] if 0 < k < len(magnitudes) else (np.inf if k else -1.0)
+        result = {}
+        for node, weight, n in layers:
+            result[node] = float((np.abs(np.asarray(weights_of(weight))) < threshold).sum()) / n
+        return result, []
+    if schedule != "evolution":
+        raise OnnxPruneError(f"--granularity weight takes the uniform, global or evolution schedule, not {schedule}")
+    if losses is None:
+        raise OnnxPruneError("schedule evolution needs calibration data: {data}")
+    from .evolution import evolve
+
+    def project(v: np.ndarray) -> dict[str, float]:
+        positive = v[v > 0]
+        lo, hi = 0.0, max_sparsity / max(float(positive.min()) if positive.size else 1.0, 1e-9)
+        for _ in range(40):  # the scale at which the zeros meet the budget
+            mid = (lo + hi) / 2
+            if float((np.minimum(mid * v, max_sparsity) * sizes).sum()) < zeros:
+                lo = mid
+            else:
+                hi = mid
+        return {node: float(min(hi * w, max_sparsity)) for (node, _, _), w in zip(layers, v)}
+
+    best = evolve(project, len(layers), losses, evaluations=evaluations, seed=seed, progress=progress)
+    found, uniform = project(best), project(np.ones(len(layers)))
+    found_loss, uniform_loss = losses([found, uniform])
+    if uniform_loss < found_loss:
+        return uniform, [f"evolution ({evaluations} evaluations): the uniform sparsity measured better and was kept"]
+    return found, [f"evolution ({evaluations} evaluations): calibration loss {found_loss:.4g} (uniform: {uniform_loss:.4g})"]

@@ -146,6 +146,17 @@ class PlanEvaluator:
                                 batch_size=self.spec.batch_size, start=start)
         return pruned
 
+    def score_sparsities(self, sparsities: dict[str, float]) -> PlanScore:
+        """The score of the model with these unstructured per-layer sparsities
+        (:mod:`onnxprune.transform.sparsify`); ``params_kept`` is the nonzero fraction."""
+        from ..transform.sparsify import sparsify, sparsity_of
+
+        model = sparsify(self.analysis.model, sparsities)
+        outputs = run_model(self._session(model), self.data, self.spec.batch_size)
+        first = compare_outputs(self.reference, outputs, self.data.labels)[0]
+        return PlanScore(1.0, 1.0 - sparsity_of(model), float(first.cosine_similarity), float(first.max_abs_error),
+                         first.top1_agreement, first.accuracy_pruned, float(first.relative_mse))
+
     def __call__(self, plan: PruningPlan) -> PlanScore:
         plan.validate(self.analysis)
         resolve(plan, self.analysis, self.scores)
@@ -217,6 +228,11 @@ def score_plan_task(spec: EvaluatorSpec, plan_dict: dict) -> dict:
 def group_scores_task(spec: EvaluatorSpec, group_id: str, ratios: list[float]) -> list[dict]:
     """Worker task: :meth:`PlanEvaluator.group_scores` as dicts."""
     return [s.to_dict() for s in evaluator_for(spec).group_scores(group_id, ratios)]
+
+
+def sparsity_task(spec: EvaluatorSpec, sparsities: dict[str, float]) -> dict:
+    """Worker task: :meth:`PlanEvaluator.score_sparsities` as a dict."""
+    return evaluator_for(spec).score_sparsities(sparsities).to_dict()
 
 
 def evaluate_plans(spec: EvaluatorSpec, plans: list[PruningPlan], workers: int = 1) -> list[PlanScore]:

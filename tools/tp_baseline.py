@@ -1,0 +1,40 @@
+"""Torch-Pruning (DepGraph, Fang et al. CVPR 2023) as an external baseline for the benchmarks:
+one-shot L1 magnitude pruning of a torch model with a uniform ratio bisected to a MACs target
+with Torch-Pruning's own counter. Needs ``pip install --no-deps torch-pruning``."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+
+
+def prune_to_macs(model: torch.nn.Module, shape, target: float, round_to: int = 1, steps: int = 10):
+    """``(pruned copy, MACs kept, pruning ratio, seconds of pruner.step())``, or None when
+    Torch-Pruning is not installed. The classifier (every Linear) is left whole."""
+    try:
+        import torch_pruning as tp
+    except ImportError:
+        return None
+    example = torch.randn(tuple(shape))
+    base_macs, _ = tp.utils.count_ops_and_params(model, example)
+
+    def pruned_at(ratio: float):
+        m = copy.deepcopy(model)
+        head = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear)]
+        pruner = tp.pruner.MetaPruner(m, example, importance=tp.importance.MagnitudeImportance(p=1),
+                                      pruning_ratio=ratio, ignored_layers=head, round_to=round_to)
+        start = time.perf_counter()
+        pruner.step()
+        seconds = time.perf_counter() - start
+        macs, _ = tp.utils.count_ops_and_params(m, example)
+        return m, macs / base_macs, seconds
+
+    lo, hi = 0.0, 0.9
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        _, kept, _ = pruned_at(mid)
+        lo, hi = (mid, hi) if kept > target else (lo, mid)
+    pruned, kept, seconds = pruned_at(hi)
+    return pruned.eval(), kept, hi, seconds
