@@ -15,7 +15,7 @@ sensitivity curves are measured once per seed and recovery setting and reused. P
 line per (seed, method), then the table of mean ± std over seeds. Usage::
 
     python tools/eval_schedules.py [--dir /tmp/mnist_task] [--seeds 0 1 2] [--target 0.5]
-                                   [--evaluations 300] [--jobs 2]
+                                   [--evaluations 300] [--jobs 2] [--digits]
 """
 
 from __future__ import annotations
@@ -47,9 +47,14 @@ def test_accuracy(original: Path, pruned: Path, test: Path) -> tuple[float, floa
     return out.accuracy_original, out.accuracy_pruned
 
 
-def run_seed(folder: Path, seed: int, target: float, evaluations: int, jobs: int, work: Path) -> list[dict]:
-    model = folder / f"resnet20_mnist_s{seed}.onnx"
-    calib, test = folder / "mnist_calib.npz", folder / "mnist_test.npz"
+def run_seed(folder: Path, seed: int, target: float, evaluations: int, jobs: int, work: Path,
+             digits: bool = False) -> list[dict]:
+    if digits:
+        model = ROOT / "models" / "digits" / "resnet8_digits.onnx"
+        calib, test = model.parent / "digits_calib.npz", model.parent / "digits_test.npz"
+    else:
+        model = folder / f"resnet20_mnist_s{seed}.onnx"
+        calib, test = folder / "mnist_calib.npz", folder / "mnist_test.npz"
     curves = {}
     rows = []
     for schedule, recover in METHODS:
@@ -67,8 +72,9 @@ def run_seed(folder: Path, seed: int, target: float, evaluations: int, jobs: int
         rows.append({"seed": seed, "method": f"{schedule}/{recover}", "macs_kept": round(result.after.macs / result.before.macs, 4),
                      "accuracy_original": before, "accuracy": after, "seconds": round(time.perf_counter() - start, 1)})
         print(json.dumps(rows[-1]), flush=True)
-    rows.append(torch_pruning_row(folder, seed, target, test))
-    print(json.dumps(rows[-1]), flush=True)
+    if not digits:
+        rows.append(torch_pruning_row(folder, seed, target, test))
+        print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -110,11 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=0.5)
     parser.add_argument("--evaluations", type=int, default=300)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--digits", action="store_true",
+                        help="Evaluate the shipped digits model instead (calibration and test splits in models/digits).")
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in args.seeds:
-            rows += run_seed(args.dir, seed, args.target, args.evaluations, args.jobs, Path(tmp))
+        for seed in ([0] if args.digits else args.seeds):
+            rows += run_seed(args.dir, seed, args.target, args.evaluations, args.jobs, Path(tmp), args.digits)
     print(table(rows))
     return 0
 

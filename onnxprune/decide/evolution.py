@@ -73,8 +73,8 @@ def evolve(projection: Callable[[np.ndarray], object], dims: int, losses: Callab
     popsize = max(1, math.ceil(12 / dims))
     per_generation = popsize * dims
     if evaluations < 2 * per_generation:
-        raise OnnxPruneError(f"{{evaluations}} must be at least {2 * per_generation} for {dims} groups "
-                             f"(two generations of {per_generation})")
+        raise OnnxPruneError(f"{{evaluations}} must be at least {2 * per_generation} for a search over {dims} groups "
+                             f"or layers (two generations of {per_generation})")
     maxiter = evaluations // per_generation - 1
     best = {"loss": math.inf, "generation": 0}
 

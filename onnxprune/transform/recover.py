@@ -183,8 +183,11 @@ def _cannot_refit(node, inits, readers) -> str | None:
     why = _weight_ok(node, 1, inits, readers)
     if why:
         return why
-    if node.op_type == "Conv" and (_attr(node, "group", 1) != 1 or _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
-        return "a grouped or auto-padded Conv"
+    if node.op_type == "Conv" and (_attr(node, "group", 1) != 1 or _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")
+                                   or len(_dims(node.input[1], inits)) != 4):
+        return "not a plain 2-D Conv (grouped, auto-padded, 1-D or 3-D)"
+    if node.op_type in ("Gemm", "MatMul") and len(_dims(node.input[1], inits)) != 2:
+        return "its weight is not a matrix"
     if node.op_type == "Gemm" and _attr(node, "transA", 0):
         return "a Gemm with transA"
     return _bias_problem(node, inits, readers)
