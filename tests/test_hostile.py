@@ -184,6 +184,27 @@ def test_prune_two_outputs_name_one_file(first, second, work):
     refused(cli("prune", work / "m.onnx", "--ratio", "0.5", *flat), before, work, needles=["name the same file"])
 
 
+@pytest.mark.parametrize("how", ["same", "symlink", "hardlink"])
+@pytest.mark.parametrize("read, flag", [("d.npz", "--json"), ("d.npz", "-o"), ("sens.json", "--plan"),
+                                        ("sens.json", "-o")])
+def test_prune_output_aliases_calibration_data_or_curves(read, flag, how, work):
+    """The calibration .npz and a reused sensitivity report are inputs too."""
+    (work / "sens.json").write_text("{}")
+    alias = spell(work / read, how, work)
+    args = {"-o": ["-o", alias], "--json": ["-o", work / "out.onnx", "--json", alias],
+            "--plan": ["-o", work / "out.onnx", "--plan", alias]}[flag]
+    before = tree(work)
+    refused(cli("prune", work / "m.onnx", "--target-macs", "0.6", "--schedule", "sensitivity", "--sensitivity-from",
+                work / "sens.json", "--recover", "reconstruct", "--data", work / "d.npz", *args), before, work,
+            needles=["refusing to overwrite the", flag])
+
+
+def test_analyze_sensitivity_outputs_alias_the_data(work):
+    before = tree(work)
+    refused(cli("analyze", work / "m.onnx", "--sensitivity", "--data", work / "d.npz", "--json", work / "d.npz"),
+            before, work, needles=["refusing to overwrite the data"])
+
+
 def test_prune_json_on_the_models_external_data_file(work):
     before = tree(work)
     refused(cli("prune", work / "m.onnx", "--ratio", "0.5", "-o", work / "out.onnx", "--json", work / "out.onnx.data"),
