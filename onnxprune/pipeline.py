@@ -358,11 +358,18 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
     recovery = None
     if options.recover != "none" and len(removed):
         step(f"recovering ({options.recover})")
-        model, recovery = recover(analysis, model, removed, calibration_data(analysis.model, options), options.recover,
-                                  seed=options.seed)
-        after = Cost(after.macs, after.params + recovery.added_params)
+        data = calibration_data(analysis.model, options)
+        unrecovered = onnx.ModelProto()
+        unrecovered.CopyFrom(model)
+        model, recovery = recover(analysis, model, removed, data, options.recover, seed=options.seed)
         notes.append(f"recovery {options.recover}: {sum(f.applied for f in recovery.layers)} of {len(recovery.layers)} "
                      f"layers fixed on {recovery.samples} calibration samples in {recovery.seconds:.1f} s")
+        if not _recovery_helps(analysis.model, unrecovered, model, data, options.metric, recovery):
+            model = unrecovered
+            notes.append(f"recovery {options.recover} made the calibration {recovery.metric} worse (loss "
+                         f"{recovery.loss_with:.4g} against {recovery.loss_without:.4g} without it): it was undone")
+        else:
+            after = Cost(after.macs, after.params + recovery.added_params)
     pruned = sum(1 for g in plan.groups.values() if g.removed)
     blocked = sum(1 for g in analysis.groups if not g.prunable)
     criterion = describe_criterion(analysis, plan) if len(removed) else (plan.criterion or options.criterion)
@@ -374,6 +381,38 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
                        schedule=plan.meta.get("schedule", "plan" if options.plan is not None else
                                               "global" if options.global_rank else options.schedule),
                        recovery=recovery)
+
+
+def _recovery_helps(original: onnx.ModelProto, unrecovered: onnx.ModelProto, recovered: onnx.ModelProto, data,
+                    metric: str, report: RecoveryReport) -> bool:
+    """Whether the recovered model's loss on the calibration data (the metric, see
+    :mod:`onnxprune.decide.sensitivity`) is at most the unrecovered one's: recovery fixes one
+    layer at a time, and the model as a whole must not come out worse. Records both in
+    ``report``."""
+    from .decide.sensitivity import loss_of, metric_value, resolve_metric
+    from .runtime.evaluate import compare_outputs, run_model
+    from .runtime.session import make_session
+
+    def outputs(model):
+        return run_model(make_session(model.SerializeToString(), allow_spinning=False), data, 64)
+
+    reference = outputs(original)
+    first = next(iter(reference.values()))
+    report.metric = resolve_metric(metric, data.labels is not None, first.ndim == 2 and first.shape[1] > 1)
+    baseline = compare_outputs(reference, reference, data.labels)[0]
+
+    def loss(model) -> float:
+        c = compare_outputs(reference, outputs(model), data.labels)[0]
+        score = {"accuracy": c.accuracy_pruned, "top1_agreement": c.top1_agreement,
+                 "cosine_similarity": c.cosine_similarity, "relative_mse": c.relative_mse}
+        base = {"accuracy": baseline.accuracy_pruned, "top1_agreement": 1.0, "cosine_similarity": 1.0,
+                "relative_mse": 0.0}
+        return loss_of(metric_value(score, report.metric), 0.0 if report.metric == "rel_mse"
+                       else metric_value(base, report.metric), report.metric)
+
+    report.loss_without, report.loss_with = loss(unrecovered), loss(recovered)
+    report.kept = report.loss_with <= report.loss_without
+    return report.kept
 
 
 def calibration_data(model: onnx.ModelProto, options: PruneOptions):

@@ -121,3 +121,36 @@ def test_bad_recovery_arguments(digits_half):
     one = Dataset({k: v[:1] for k, v in calib.inputs.items()})
     with pytest.raises(OnnxPruneError, match="at least 2 calibration samples"):
         recover(analysis, apply_removal(analysis, removed), removed, one, "bn")
+
+
+@pytest.mark.parametrize("method", ["bn", "reconstruct"])
+def test_pipeline_keeps_recovery_only_when_the_calibration_metric_improves(method, tmp_path):
+    from onnxprune.pipeline import prune_file
+
+    result = prune_file(MODEL, tmp_path / "p.onnx", PruneOptions(target_macs=0.5, recover=method, data=DATA))
+    report = result.recovery
+    assert report.metric == "accuracy" and report.kept and report.loss_with <= report.loss_without
+
+
+def test_pipeline_undoes_a_recovery_that_hurts(tmp_path, monkeypatch):
+    """A recovery that wrecks the model (every weight of the first refit layer zeroed) passes
+    the per-layer bookkeeping but not the model-level check: the unrecovered model is written."""
+    from onnx import numpy_helper
+
+    from onnxprune import pipeline
+
+    real = pipeline.recover
+
+    def harmful(analysis, model, removed, data, method, **kw):
+        model, report = real(analysis, model, removed, data, method, **kw)
+        tensor = next(t for t in model.graph.initializer if t.name == model.graph.node[0].input[1])
+        tensor.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(tensor)), tensor.name))
+        return model, report
+
+    plain = pipeline.prune_file(MODEL, tmp_path / "plain.onnx", PruneOptions(target_macs=0.5))
+    monkeypatch.setattr(pipeline, "recover", harmful)
+    result = pipeline.prune_file(MODEL, tmp_path / "p.onnx", PruneOptions(target_macs=0.5, recover="reconstruct", data=DATA))
+    assert not result.recovery.kept and result.recovery.loss_with > result.recovery.loss_without
+    assert any("it was undone" in note for note in result.notes_text())
+    written = {t.name: t.SerializeToString() for t in onnx.load(str(tmp_path / "p.onnx")).graph.initializer}
+    assert written == {t.name: t.SerializeToString() for t in plain.model.graph.initializer}

@@ -10,8 +10,9 @@ PP-OCR's normalisations). No labels: the metric is top-1 agreement with the
 original for the classifier (``[N, 2]`` output) and cosine similarity for the detector map.
 
 For each model: ``analyze --sensitivity`` on the calibration crops, then a ``sensitivity``
-schedule at the MACs target with ``--recover none`` and ``reconstruct`` (curves measured with
-the same recovery), verified on the held-out crops. Prints one JSON line per run. Usage::
+schedule at the MACs target from those curves, written with ``--recover none`` and with
+``reconstruct`` (the same plan before and after recovery), each verified on the held-out
+crops. Prints one JSON line per run (seconds: since the curves were started). Usage::
 
     python tools/ppocr_recovery.py [--target 0.5] [--jobs 2]
 """
@@ -78,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             calib, test = folder / f"{name}_calib.npz", folder / f"{name}_test.npz"
             np.savez(calib, x=make("left"))
             np.savez(test, x=make("right"))
-            for recover in ("none", "reconstruct"):
-                start = time.perf_counter()
-                report = measure(EvaluatorSpec(str(model), shapes, str(calib), recover=recover), jobs=args.jobs)
+            start = time.perf_counter()
+            report = measure(EvaluatorSpec(str(model), shapes, str(calib)), jobs=args.jobs)
+            for recover in ("none", "reconstruct"):  # the same curves, so the same plan: before and after recovery
                 out = folder / f"{name}_{recover}.onnx"
                 result = prune_file(model, out, PruneOptions(target_macs=args.target, schedule="sensitivity",
                                                              sensitivity=report, recover=recover, data=str(calib)),

@@ -66,6 +66,10 @@ class RecoveryReport:
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
     added_params: int = 0  # elements of the biases recovery had to add (Conv/Gemm without one)
+    metric: str | None = None  # the model-level check on the calibration data (set by the pipeline)
+    loss_without: float | None = None
+    loss_with: float | None = None
+    kept: bool = True  # False: recovery made the calibration metric worse, and was undone
 
     def to_dict(self) -> dict:
         return asdict(self)
