@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
                                   "calib": int(np.load(calib)["x"].shape[0]), "test": int(np.load(test)["x"].shape[0]),
                                   "macs_kept": round(result.after.macs / result.before.macs, 4),
                                   "agreement": check.top1_agreement, "cosine": round(check.cosine_similarity, 4),
+                                  "recovery_kept": None if result.recovery is None else result.recovery.kept,
+                                  "calibration_loss": None if result.recovery is None else
+                                  [result.recovery.loss_without, result.recovery.loss_with],
                                   "seconds": round(time.perf_counter() - start, 1)}), flush=True)
     return 0
 
