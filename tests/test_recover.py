@@ -31,9 +31,12 @@ from oracle import dead_channel_plan, kill_channels, random_feeds, run  # noqa: 
 MODEL = "models/digits/resnet8_digits.onnx"
 DATA = "models/digits/digits_test.npz"
 SLOW = {"resnet50", "resnet56", "densenet", "inception"}
+# ResNet-50 (224x224) only as exported for deployment, BN folded: its BN-kept export adds
+# nothing the other ResNets do not test, and costs half a minute.
 CASES = [pytest.param(name, fold, method, id=f"{name}-{'folded' if fold else 'bn'}-{method}",
                       marks=[pytest.mark.slow] if name in SLOW else [])
-         for name in ARCHITECTURES for fold in (False, True) for method in ("bn", "reconstruct")]
+         for name in ARCHITECTURES for fold in (False, True) for method in ("bn", "reconstruct")
+         if fold or name != "resnet50"]
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,8 @@ def test_every_schedule_meets_its_budget(schedule, budget, calib, tmp_path):
 def test_sensitivity_with_recovery_meets_the_budget(calib, tmp_path):
     """Curves measured after reconstruction predict no loss up to high ratios for several
     groups: the allocation must still start from no pruning and meet the target, not jump."""
-    result = prune_file(MODEL, tmp_path / "p.onnx", options("sensitivity", calib, target_macs=0.6, recover="reconstruct"))
+    result = prune_file(MODEL, tmp_path / "p.onnx", options("sensitivity", calib, target_macs=0.6, recover="reconstruct",
+                                                            calib_samples=64))
     assert abs(result.after.macs / result.before.macs - 0.6) <= 0.02, result.notes
     assert result.recovery is not None and any(f.applied for f in result.recovery.layers)
 
@@ -64,10 +65,10 @@ def test_evolution_is_seeded_and_no_worse_than_uniform(calib):
     from onnxprune.runtime.scoring import EvaluatorSpec, PlanEvaluator
 
     analysis = load_and_analyze(MODEL)
-    plans = [make_plan(analysis, options("evolution", calib, target_macs=0.5, seed=seed), model_path=MODEL)[0]
-             for seed in (1, 1)]
+    plans = [make_plan(analysis, PruneOptions(schedule="evolution", data=calib, evaluations=24, target_macs=0.5,
+                                              seed=1, calib_samples=80), model_path=MODEL)[0] for _ in range(2)]
     assert plans[0].to_dict() == plans[1].to_dict()
-    evaluator = PlanEvaluator(EvaluatorSpec(MODEL, data=calib))
+    evaluator = PlanEvaluator(EvaluatorSpec(MODEL, data=calib, calib_samples=80))
     assert evaluator(plans[0]).accuracy >= evaluator(_projected_uniform(analysis)).accuracy
 
 
