@@ -13,6 +13,7 @@ every traced tensor and every slot axis shrinks to the kept count.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,7 @@ class CostModel:
         from .rules import rule_for
 
         self.analysis = analysis
+        self.dropped: frozenset[int] = frozenset()
         nodes = analysis.graph.nodes
         self._macs_nodes = [(i, n, rule_for(n)) for i, n in enumerate(nodes) if rule_for(n) is not None]
         self._slots: dict[tuple[int, int], list] = {}
@@ -95,9 +97,21 @@ class CostModel:
 
         return shape
 
-    def _param_count(self, tensor, alive) -> int:
+    def dropping(self, nodes) -> "CostModel":
+        """A view of this model in which the nodes at indices ``nodes`` are gone (dropped residual
+        blocks, :func:`onnxprune.analysis.blocks.removal`): :meth:`cost_without` then counts
+        neither their MACs nor the constants only they read; :meth:`cost` is unchanged."""
+        view = copy.copy(self)
+        view.dropped = frozenset(int(k) for k in nodes)
+        return view
+
+    def _param_count(self, tensor, alive, dropped=frozenset()) -> int:
         readers = self._readers.get(tensor.name, [])
         full = int(np.prod(tensor.shape, dtype=np.int64))
+        if dropped and readers:
+            readers = [key for key in readers if key[0] not in dropped]
+            if not readers:
+                return 0
         if alive is None or not readers:
             return full
         if len(readers) == 1:
@@ -114,14 +128,16 @@ class CostModel:
             return sizes[0]
         return sum(sizes) + (full if len(slicings) < len(readers) else 0)
 
-    def cost(self, alive: np.ndarray | None = None) -> Cost:
-        """Totals with channel ids where ``alive`` is False removed (None: the whole model)."""
-        macs = sum(rule.macs(n, self._shape_fn(alive, i)) for i, n, rule in self._macs_nodes)
-        params = sum(self._param_count(t, alive) for t in self._params)
+    def cost(self, alive: np.ndarray | None = None, dropped=frozenset()) -> Cost:
+        """Totals with channel ids where ``alive`` is False removed (None: the whole model), and
+        without the nodes at indices ``dropped``."""
+        macs = sum(rule.macs(n, self._shape_fn(alive, i)) for i, n, rule in self._macs_nodes if i not in dropped)
+        params = sum(self._param_count(t, alive, dropped) for t in self._params)
         return Cost(int(macs), int(params))
 
     def cost_without(self, removed_units: np.ndarray) -> Cost:
-        return self.cost(self.analysis.alive_ids(removed_units))
+        """What a plan leaves: ``removed_units`` gone, and the nodes of :meth:`dropping`."""
+        return self.cost(self.analysis.alive_ids(removed_units), self.dropped)
 
     def node_macs(self) -> dict[str, int]:
         """MACs per node of the unpruned model."""

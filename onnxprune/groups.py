@@ -314,6 +314,19 @@ class Analysis:
         read off the node's ``out`` slot (only for nodes that create channels)."""
         return {s.node_index: s.axis for s in self.slots if s.role == OUT and s.input_index == 1}
 
+    @cached_property
+    def blocks(self) -> list:
+        """The residual blocks, removable or not, with the MACs and params each saves
+        (:func:`onnxprune.analysis.blocks.find_blocks`)."""
+        from .analysis.blocks import find_blocks
+        from .cost import CostModel
+
+        return find_blocks(self.model, self.shapes, CostModel(self).node_macs())
+
+    @property
+    def removable_blocks(self) -> list:
+        return [b for b in self.blocks if b.removable]
+
     @property
     def prunable_groups(self) -> list[ChannelGroup]:
         return [g for g in self.groups if g.prunable]

@@ -34,6 +34,7 @@ from .decide.plan import (
     resolve,
     uniform_plan,
 )
+from .decide.depth import dropped_nodes, without_dropped_groups
 from .decide.schedule import SCHEDULES, Budget, plan_for_budget
 from .decide.sensitivity import SensitivityReport
 from .errors import OnnxPruneError, render_options
@@ -41,6 +42,7 @@ from .graph import PROTOBUF_LIMIT, check_model, model_nbytes, normalize, read_mo
 from .graph.outputs import OutputSet
 from .groups import Analysis, analyze
 from .rewrite import apply_removal
+from .transform.depth import drop_blocks
 from .transform.recover import METHODS as RECOVERY
 from .transform.recover import RecoveryReport, recover
 
@@ -80,15 +82,44 @@ class PruneOptions:
     scheduler: str | None = None
     recover: str = "none"
     granularity: str = "channel"
+    drop_blocks: tuple[str, ...] = ()
+    drop_count: int | None = None
+    depth_ratio: float | None = None
+    block_criterion: str = "norm"
+
+    @property
+    def depth(self) -> bool:
+        """Whether residual blocks are to be dropped (``drop_blocks``, ``drop_count`` or ``depth_ratio``)."""
+        return bool(self.drop_blocks) or bool(self.drop_count) or bool(self.depth_ratio)
 
     def validate(self) -> None:
         if self.criterion not in CRITERIA:
             raise OnnxPruneError(f"unknown criterion {self.criterion!r}; choose one of {', '.join(CRITERIA)}")
         amounts = [self.ratio is not None, self.target_macs is not None, self.target_params is not None,
                    self.plan is not None]
-        if sum(amounts) != 1:
+        depth = [bool(self.drop_blocks), self.drop_count is not None, self.depth_ratio is not None]
+        if sum(amounts) > 1 or (sum(amounts) == 0 and not any(depth)):
             raise OnnxPruneError("give exactly one of {ratio}, {target_macs}, {target_params} or {plan} "
-                                 "(an existing plan file)")
+                                 "(an existing plan file), or a depth amount ({drop_blocks} or {depth_ratio}) alone")
+        if sum(depth) > 1:
+            raise OnnxPruneError("give one depth amount: {drop_blocks} (a count or names) or {depth_ratio}")
+        if any(depth) and self.plan is not None:
+            raise OnnxPruneError("a plan file carries its own drop_blocks: do not combine {plan} with {drop_blocks} "
+                                 "or {depth_ratio}")
+        if self.drop_count is not None and (isinstance(self.drop_count, bool) or not isinstance(self.drop_count, int)
+                                            or self.drop_count < 0):
+            raise OnnxPruneError(f"{{drop_blocks}} must be a count >= 0 or block names, got {self.drop_count}")
+        if self.depth_ratio is not None:
+            check_ratio(self.depth_ratio, "{depth_ratio}")
+        from .decide.depth import BLOCK_CRITERIA
+
+        if self.block_criterion not in BLOCK_CRITERIA:
+            raise OnnxPruneError(f"unknown block criterion {self.block_criterion!r}; choose one of "
+                                 f"{', '.join(BLOCK_CRITERIA)}")
+        if self.block_criterion != "norm" and (self.drop_count or self.depth_ratio) and not self.data:
+            raise OnnxPruneError(f"block criterion {self.block_criterion} measures the model: give {{data}}")
+        if any(depth) and self.granularity == "weight":
+            raise OnnxPruneError("{granularity} weight keeps the graph: it cannot drop residual blocks")
         if self.ratio is not None:
             check_ratio(self.ratio)
         check_ratio(self.max_ratio, "{max_ratio}")
@@ -157,6 +188,8 @@ class PruneResult:
     noop: bool = False
     schedule: str = "uniform"
     recovery: RecoveryReport | None = None
+    blocks_dropped: list[str] = field(default_factory=list)
+    blocks_removable: int = 0
 
     def notes_text(self, spell=None) -> list[str]:
         """:attr:`notes` with their options spelled by ``spell`` (default: Python parameter names;
@@ -174,6 +207,7 @@ class PruneResult:
             "groups_untouched": self.groups_untouched, "criterion": self.criterion or self.plan.criterion,
             "input_shapes": {k: list(v) for k, v in self.input_shapes.items()}, "noop": self.noop,
             "schedule": self.schedule, "recovery": self.recovery.to_dict() if self.recovery else None,
+            "blocks_dropped": list(self.blocks_dropped), "blocks_removable": self.blocks_removable,
             "notes": self.notes_text(spell), "seconds": round(self.seconds, 3),
         }
 
@@ -192,31 +226,93 @@ def make_plan(analysis: Analysis, options: PruneOptions, cost_model: CostModel |
     _check_exclude(analysis, options.exclude)
     schedule = "global" if options.global_rank else options.schedule
     criterion = options.plan.criterion if options.plan is not None and options.plan.criterion else options.criterion
-    if options.plan is None or any(gp.keep is None for gp in options.plan.groups.values()):
-        _check_criterion(analysis, criterion)  # only where channels are still to be ranked
-    scores = all_importance(analysis, criterion, options.seed)
-    kw = dict(min_channels=options.min_channels, round_to=options.round_to, exclude=options.exclude, criterion=criterion)
+    cost_model = cost_model or CostModel(analysis)
     notes: list[str] = []
-    if options.plan is not None:
-        plan = options.plan
-        plan.validate(analysis)
-        plan.criterion = criterion
-        plan = resolve(plan, analysis, scores, min_channels=options.min_channels, round_to=options.round_to)
-    elif options.ratio is not None:
-        plan = (global_plan(analysis, scores, options.ratio, max_ratio=options.max_ratio, **kw) if schedule == "global"
-                else uniform_plan(analysis, scores, min(options.ratio, options.max_ratio), **kw))
-    else:
-        budget = (Budget("macs", options.target_macs) if options.target_macs is not None
-                  else Budget("params", options.target_params))
-        with Measurements(analysis.input_shapes, options, model_path, progress) as measured:
+    with Measurements(analysis.input_shapes, options, model_path, progress) as measured:
+        blocks = (options.plan.blocks(analysis) if options.plan is not None
+                  else _choose_blocks(analysis, options, measured, notes))
+        dropped = dropped_nodes(analysis, blocks)
+        if dropped:
+            cost_model = cost_model.dropping(dropped)
+            analysis = without_dropped_groups(analysis, dropped)
+        width = options.plan is not None or any(
+            amount is not None for amount in (options.ratio, options.target_macs, options.target_params))
+        if width and (options.plan is None or any(gp.keep is None for gp in options.plan.groups.values())):
+            _check_criterion(analysis, criterion)  # only where channels are still to be ranked
+        scores = all_importance(analysis, criterion, options.seed)
+        kw = dict(min_channels=options.min_channels, round_to=options.round_to, exclude=options.exclude,
+                  criterion=criterion)
+        if options.plan is not None:
+            plan = options.plan
+            plan.validate(analysis)
+            plan.criterion = criterion
+            plan = resolve(plan, analysis, scores, min_channels=options.min_channels, round_to=options.round_to)
+        elif options.ratio is not None:
+            plan = (global_plan(analysis, scores, options.ratio, max_ratio=options.max_ratio, **kw)
+                    if schedule == "global" else uniform_plan(analysis, scores, min(options.ratio, options.max_ratio), **kw))
+        elif options.target_macs is None and options.target_params is None:
+            plan = PruningPlan(criterion=criterion)  # depth alone
+        else:
+            budget = (Budget("macs", options.target_macs) if options.target_macs is not None
+                      else Budget("params", options.target_params))
+            _check_depth_budget(cost_model, budget, len(blocks))
             plan, more = plan_for_budget(
-                analysis, cost_model or CostModel(analysis), scores, schedule, budget, max_ratio=options.max_ratio,
+                analysis, cost_model, scores, schedule, budget, max_ratio=options.max_ratio,
                 report=measured.sensitivity() if schedule == "sensitivity" else None,
                 losses=measured.losses if schedule == "evolution" else None, evaluations=options.evaluations,
                 seed=options.seed, progress=measured.generation, **kw)
-            notes += measured.notes + more
+            notes += more
+        notes += measured.notes
+    plan.drop_blocks = [b.add for b in blocks]
     notes += fill_empty_tensors(plan, analysis, scores)
     return plan, notes
+
+
+def _choose_blocks(analysis: Analysis, options: PruneOptions, measured: "Measurements", notes: list[str]) -> list:
+    """The residual blocks ``options`` ask to drop, ranked by ``options.block_criterion``."""
+    from .decide.depth import choose_blocks, drop_plan, norm_scores, similarity_scores
+
+    if not options.depth:
+        return []
+    scores: dict[str, float] = {}
+    if not options.drop_blocks:
+        if not analysis.removable_blocks:
+            raise OnnxPruneError(f"the model has no removable residual block{_why_no_blocks(analysis)}")
+        if options.block_criterion == "norm":
+            scores = norm_scores(analysis)
+        elif options.block_criterion == "similarity":
+            measured.progress("measuring block similarity")
+            scores = similarity_scores(analysis, calibration_data(analysis.model, options))
+        else:
+            measured.progress(f"measuring the drop of {len(analysis.removable_blocks)} blocks")
+            losses = measured.losses([drop_plan(b, options.criterion) for b in analysis.removable_blocks])
+            scores = {b.id: loss for b, loss in zip(analysis.removable_blocks, losses)}
+    blocks = choose_blocks(analysis, scores, names=options.drop_blocks, count=options.drop_count,
+                           ratio=options.depth_ratio)
+    if blocks:
+        how = "as named" if options.drop_blocks else f"lowest {options.block_criterion}"
+        notes.append(f"dropped {len(blocks)} of {len(analysis.removable_blocks)} removable residual blocks ({how}): "
+                     + ", ".join(b.id for b in blocks))
+    return blocks
+
+
+def _why_no_blocks(analysis: Analysis) -> str:
+    if not analysis.blocks:
+        return " (no Add of a tensor and a branch computed from it)"
+    return f": {analysis.blocks[0].id} ({analysis.blocks[0].add}) {analysis.blocks[0].reason}"
+
+
+def _check_depth_budget(cost_model: CostModel, budget: Budget, n_blocks: int) -> None:
+    """Dropping the blocks alone must not already go below the budget."""
+    if not n_blocks:
+        return
+    total, after = cost_model.cost(), cost_model.cost_without(np.zeros(0, dtype=np.int64))
+    full, left = (total.macs, after.macs) if budget.kind == "macs" else (total.params, after.params)
+    kept = left / full if full else 1.0
+    if kept < budget.target - 0.02:
+        flag = "{target_macs}" if budget.kind == "macs" else "{target_params}"
+        raise OnnxPruneError(f"dropping {n_blocks} residual blocks alone keeps {kept:.3f} of the {budget.kind}, below "
+                             f"{flag} {budget.target}: drop fewer blocks or lower the target")
 
 
 class Measurements:
@@ -340,28 +436,31 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
     start = time.perf_counter()
     step("planning")
     cost_model = CostModel(analysis)
-    if not analysis.prunable_groups:
+    if not analysis.prunable_groups and not options.depth:
         plan, notes = PruningPlan(criterion=options.criterion), []
         options.validate()
     else:
         plan, notes = make_plan(analysis, options, cost_model, model_path=model_path, progress=step)
     removed = plan.removed_units(analysis)
-    if not len(removed):
+    blocks = plan.blocks(analysis)
+    dropped = dropped_nodes(analysis, blocks)
+    if not len(removed) and not blocks:
         reason = _why_nothing_is_removed(analysis, options)
         if not options.allow_noop:
             raise OnnxPruneError(f"nothing to prune: {reason}; no file was written "
                                  "(pass {allow_noop} to write an unchanged copy)")
         notes.append(f"nothing was pruned ({reason}): the output is an unchanged copy")
     step("rewriting")
-    model = apply_removal(analysis, removed)
-    before, after = cost_model.cost(), cost_model.cost_without(removed)
+    model = drop_blocks(apply_removal(analysis, removed), blocks)
+    before, after = cost_model.cost(), cost_model.dropping(dropped).cost_without(removed)
     recovery = None
-    if options.recover != "none" and len(removed):
+    if options.recover != "none" and (len(removed) or blocks):
         step(f"recovering ({options.recover})")
         data = calibration_data(analysis.model, options)
         unrecovered = onnx.ModelProto()
         unrecovered.CopyFrom(model)
-        model, recovery = recover(analysis, model, removed, data, options.recover, seed=options.seed)
+        model, recovery = recover(analysis, model, removed, data, options.recover, seed=options.seed,
+                                  dropped_from=min(dropped) if dropped else None)
         notes.append(f"recovery {options.recover}: {sum(f.applied for f in recovery.layers)} of {len(recovery.layers)} "
                      f"layers fixed on {recovery.samples} calibration samples in {recovery.seconds:.1f} s")
         if not _recovery_helps(analysis.model, unrecovered, model, data, options.metric, recovery):
@@ -377,7 +476,8 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
     plan.meta.update({"onnxprune": __version__, "input_shapes": {k: list(v) for k, v in analysis.input_shapes.items()}})
     return PruneResult(model, plan, before, after, pruned, blocked, len(analysis.groups) - pruned - blocked,
                        notes, time.perf_counter() - start, criterion=criterion,
-                       input_shapes=_input_shapes(analysis), noop=not len(removed),
+                       input_shapes=_input_shapes(analysis), noop=not len(removed) and not blocks,
+                       blocks_dropped=[b.id for b in blocks], blocks_removable=len(analysis.removable_blocks),
                        schedule=plan.meta.get("schedule", "plan" if options.plan is not None else
                                               "global" if options.global_rank else options.schedule),
                        recovery=recovery)
@@ -458,11 +558,14 @@ def _why_nothing_is_removed(analysis: Analysis, options: PruneOptions) -> str:
 
 def _record_metadata(model, plan, options, before: Cost, after: Cost, criterion: str) -> None:
     amount = (f"ratio={options.ratio}" if options.ratio is not None else
-              f"target_macs={options.target_macs}" if options.target_macs is not None else "plan")
+              f"target_macs={options.target_macs}" if options.target_macs is not None else
+              f"target_params={options.target_params}" if options.target_params is not None else
+              "plan" if options.plan is not None else "depth")
     entries = {
         "onnxprune.version": __version__,
         "onnxprune.criterion": criterion,
         "onnxprune.amount": amount + (" global" if options.global_rank else ""),
+        "onnxprune.blocks_dropped": ",".join(plan.drop_blocks),
         "onnxprune.macs_before": str(before.macs),
         "onnxprune.macs_after": str(after.macs),
         "onnxprune.params_before": str(before.params),

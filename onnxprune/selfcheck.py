@@ -61,6 +61,68 @@ def kill_channels(analysis: Analysis, removed_units: np.ndarray) -> onnx.ModelPr
     return model
 
 
+# Ops with f(0) = 0 elementwise (or that only move values): a zero branch stays zero through them.
+_ZERO_KEEPING = {"Relu", "LeakyRelu", "PRelu", "Identity", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze",
+                 "Dropout", "Tanh", "Neg", "HardSwish", "Gelu", "Erf", "Elu", "Selu", "Celu", "Mish", "Softsign",
+                 "Resize", "MaxPool", "AveragePool", "Pad", "Slice", "Gather", "Concat"}
+
+
+def kill_block(model: onnx.ModelProto, block) -> onnx.ModelProto | None:
+    """A copy of ``model`` in which residual ``block``'s branch is exactly zero, or None when the
+    branch does not end in a layer that can be zeroed.
+
+    Walks back from the branch output through ops that keep zeros (ReLU, reshapes, a constant
+    bias ``Add``, whose constant is zeroed too) to the last layer: a Conv, ConvTranspose or Gemm
+    (weight and bias zeroed), a MatMul with a constant weight, a BatchNormalization (scale and
+    shift zeroed), or a ``Mul`` by a constant (a layer scale) or by another branch (an SE gate:
+    the walk continues into the first operand). A weight other nodes also read is copied first.
+    """
+    from .analysis.blocks import graph_index
+
+    model_copy = onnx.ModelProto()
+    model_copy.CopyFrom(model)
+    g = graph_index(model_copy)
+    name = block.branch
+    while name in g.producer:
+        node = g.nodes[g.producer[name]]
+        op = node.op_type
+        consts = [k for k, t in enumerate(node.input) if t and g.is_const(t)]
+        if op in ("Conv", "ConvTranspose", "Gemm") and 1 in consts:
+            _zero_inputs(model_copy, g, node, [k for k in (1, 2) if k in consts])
+            return model_copy
+        if op == "MatMul" and consts:
+            _zero_inputs(model_copy, g, node, consts[:1])
+            return model_copy
+        if op == "BatchNormalization":
+            _zero_inputs(model_copy, g, node, [1, 2])
+            return model_copy
+        if op == "Mul" and consts:
+            _zero_inputs(model_copy, g, node, consts[:1])
+            return model_copy
+        if op == "Add" and len(consts) == 1:
+            _zero_inputs(model_copy, g, node, consts)
+            name = node.input[1 - consts[0]]
+        elif op == "Mul" or op in _ZERO_KEEPING:
+            name = node.input[0]
+        else:
+            return None
+    return None
+
+
+def _zero_inputs(model: onnx.ModelProto, g, node: onnx.NodeProto, indices: list[int]) -> None:
+    """Zero constant inputs ``indices`` of ``node`` (a private copy where others read them too)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    for k in indices:
+        name = node.input[k]
+        zeros = np.zeros_like(numpy_helper.to_array(inits[name]))
+        if len(g.readers.get(name, [])) == 1 and name not in g.outputs:
+            inits[name].CopyFrom(numpy_helper.from_array(zeros, name))
+        else:
+            new = f"{name}__dead_{node.name}"
+            model.graph.initializer.append(numpy_helper.from_array(zeros, new))
+            node.input[k] = new
+
+
 def run(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
     """Outputs of ``model`` in onnxruntime (CPU) for ``feeds``."""
     from .runtime.session import make_session

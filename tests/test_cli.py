@@ -600,7 +600,7 @@ def _edited_plan(pruned, tmp_path, edit) -> Path:
     (lambda p: p["groups"].append({"id": "g6", "anchor": "/fc/Gemm", "channels": 10, "keep": [0, 1]}), "blocked group g6"),
     (lambda p: p.update(format="something/2"), "not an onnxprune plan"),
     (lambda p: p.update(groups=5), "malformed plan"),
-    (lambda p: p.update(drop_blocks=["layer2"]), "drop_blocks"),
+    (lambda p: p.update(drop_blocks=["layer2"]), "no residual block 'layer2'"),
     (lambda p: p.update(criterion="l7"), "unknown criterion"),
 ], ids=["channels", "anchor", "unknown-group", "keep-range", "keep-empty", "keep-dup", "ratio", "channels-null",
         "blocked", "format", "groups-type", "drop-blocks", "criterion"])

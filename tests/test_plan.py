@@ -197,7 +197,7 @@ def entry(gid="g0", anchor="conv0", channels=8, ratio=None, keep=None) -> Prunin
     (entry(ratio=1.0), "ratio of group g0"),
     (entry("g2", "conv2", 2, keep=[0]), "blocked group g2: reaches graph output 'conv2_y'"),
     (entry("g9", keep=[0]), "no channel group 'g9'"),
-    (PruningPlan(drop_blocks=["layer1.0"]), "drop_blocks"),
+    (PruningPlan(drop_blocks=["layer1.0"]), "no residual block 'layer1.0'"),
 ])
 def test_validate_errors(a, plan, message):
     with pytest.raises(OnnxPruneError, match=message):

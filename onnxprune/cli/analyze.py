@@ -39,10 +39,12 @@ from .common import Column, Output, handle_errors, input_shape_option, json_text
 @handle_errors
 def analyze(model, input_shape, json_path, fmt, quiet, verbose, plot_path, details, self_check, sensitivity, data_path,
             calib_samples, ratios, metric, criterion, recover, jobs, scheduler):
-    """Find the coupled-channel groups of MODEL and what blocks them.
+    """Find the coupled-channel groups and residual blocks of MODEL, and what blocks them.
 
     Prints one row per channel group: channels, the params and MACs it carries, and whether it
-    can be pruned or why not, then model totals at the input shape.
+    can be pruned or why not; one row per residual block: its Add, the params and MACs that
+    dropping it saves, its weight norm, and whether it is removable or why not; then model
+    totals at the input shape.
 
     With --sensitivity --data calib.npz, also prunes each group alone at each of --ratios, runs
     the calibration data in onnxruntime, and ranks the groups from the least to the most
@@ -102,11 +104,14 @@ def _print(out: Output, model, report: dict, details: bool, plot_path) -> None:
         if details:
             rows.append(["", "nodes: " + ", ".join(g["nodes"]), "", "", "", "weights: " + ", ".join(g["weights"])])
     out.table(f"Channel groups of {model}", columns, rows)
+    if report["blocks"]:
+        _print_blocks(out, report["blocks"], details)
     t = report["totals"]
     shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in report["input_shapes"].items())
     out.line(f"MACs {human(t['macs'])} at {shapes} | params {human(t['params'])} | groups {t['groups']} "
              f"({t['prunable_groups']} prunable, {t['blocked_groups']} blocked) | "
-             f"prunable share of MACs {t['prunable_macs_share']:.1%}")
+             f"prunable share of MACs {t['prunable_macs_share']:.1%} | residual blocks {t['blocks']} "
+             f"({t['removable_blocks']} removable)")
     if t["nodes_without_macs_shape"]:
         out.warn(f"{len(t['nodes_without_macs_shape'])} layers have shapes that could not be inferred; their MACs "
                  "are not counted, so the MACs above are a lower bound")
@@ -118,6 +123,25 @@ def _print(out: Output, model, report: dict, details: bool, plot_path) -> None:
                  f"{human(check['macs_planned'])}, measured {human(check['macs_measured'])}")
     if plot_path is not None:
         out.line(f"plot written to {plot_path}")
+
+
+def _print_blocks(out: Output, blocks: list[dict], details: bool) -> None:
+    from .report import human
+
+    columns = [Column("block"), Column("add"), Column("nodes", "right"), Column("params", "right"),
+               Column("MACs", "right"), Column("norm", "right"), Column("status", wrap=True)]
+    rows = []
+    for b in blocks:
+        if b["removable"]:
+            status = "removable" + (f" (its {'ReLU goes too' if b['relu_goes'] else 'ReLU stays'})" if b["relu"] else "")
+        else:
+            status = f"not removable: {b['reason']}"
+        norm = "-" if b["norm"] is None else f"{b['norm']:.3g}"
+        saves = [str(len(b["nodes"])), human(b["params"]), human(b["macs"])] if b["removable"] else ["-", "-", "-"]
+        rows.append([b["id"], b["add"], *saves, norm, status])
+        if details and b["nodes"]:
+            rows.append(["", "nodes: " + ", ".join(b["nodes"]), "", "", "", "", ""])
+    out.table("Residual blocks (y = x + F(x); dropping one removes F)", columns, rows)
 
 
 def _ratios(text: str) -> list[float]:

@@ -39,6 +39,14 @@ from .common import Column, Output, flag, handle_errors, input_shape_option, jso
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Parallel worker processes for the measuring schedules.")
 @click.option("--scheduler", metavar="ADDRESS", help="Run the measuring schedules on a Dask cluster (see 'analyze --help').")
+@click.option("--drop-blocks", "drop_blocks", metavar="N|NAME,...",
+              help="Remove residual blocks: the N least important (--block-criterion), or these blocks by id (b3) or "
+                   "Add node name. Alone, or with a width amount (--target-macs then counts the blocks too).")
+@click.option("--depth-ratio", type=float,
+              help="Remove this fraction of the removable residual blocks, in [0, 1) (the least important first).")
+@click.option("--block-criterion", type=click.Choice(["norm", "similarity", "drop"]), default="norm", show_default=True,
+              help="Which blocks go first: the weight norm of the branch's last layer, 1 - cos(input, output) on "
+                   "--data, or the metric's measured drop on --data.")
 @click.option("--criterion", type=click.Choice(["l1", "l2", "bn-scale", "fpgm", "random"]), default="l1", show_default=True,
               help="Channel importance: weight norms, BN scale (network slimming), geometric median, or a random baseline.")
 @click.option("--global", "global_rank", is_flag=True, help="Same as --schedule global.")
@@ -55,12 +63,13 @@ from .common import Column, Output, flag, handle_errors, input_shape_option, jso
 @output_options
 @handle_errors
 def prune(model, output, ratio, target_macs, plan_path, target_params, schedule, sensitivity_path, data_path,
-          calib_samples, granularity, recover, metric, evaluations, jobs, scheduler, criterion, global_rank, max_ratio, round_to,
-          min_channels, exclude, seed, allow_noop, input_shape, json_path, fmt, quiet, verbose):
-    """Remove channels from MODEL and write the smaller model to OUTPUT.
+          calib_samples, granularity, recover, metric, evaluations, jobs, scheduler, drop_blocks, depth_ratio,
+          block_criterion, criterion, global_rank, max_ratio, round_to, min_channels, exclude, seed, allow_noop,
+          input_shape, json_path, fmt, quiet, verbose):
+    """Remove channels (and residual blocks) from MODEL and write the smaller model to OUTPUT.
 
-    Give exactly one amount: --ratio, --target-macs, --target-params, or --plan with an existing
-    plan file. The sensitivity and evolution schedules need a target and calibration data
+    Give exactly one width amount: --ratio, --target-macs, --target-params, or --plan with an
+    existing plan file; and/or a depth amount: --drop-blocks or --depth-ratio. The sensitivity and evolution schedules need a target and calibration data
     (--data; the sensitivity schedule can reuse curves with --sensitivity-from instead);
     --recover repairs the result on --data.
 
@@ -75,7 +84,9 @@ def prune(model, output, ratio, target_macs, plan_path, target_params, schedule,
     from ..pipeline import PruneOptions, prune_into
 
     out = Output(fmt, quiet, verbose, json_path)
-    apply_plan = plan_path is not None and ratio is None and target_macs is None and target_params is None
+    drop_names, drop_count = _drop_blocks(drop_blocks)
+    apply_plan = (plan_path is not None and ratio is None and target_macs is None and target_params is None
+                  and drop_blocks is None and depth_ratio is None)
     writes = {"out_path": output, "plan_out": None if apply_plan else plan_path, "json_path": out.json_file}
     reads = {"the input model": model, "the plan": plan_path if apply_plan else None, "the data": data_path,
              "the sensitivity report": sensitivity_path}
@@ -86,7 +97,9 @@ def prune(model, output, ratio, target_macs, plan_path, target_params, schedule,
                                seed=seed, allow_noop=allow_noop, schedule=schedule, target_params=target_params,
                                sensitivity=SensitivityReport.load(sensitivity_path) if sensitivity_path else None,
                                data=data_path, calib_samples=calib_samples, metric=metric, evaluations=evaluations,
-                               jobs=jobs, scheduler=scheduler, recover=recover, granularity=granularity)
+                               jobs=jobs, scheduler=scheduler, recover=recover, granularity=granularity,
+                               drop_blocks=drop_names, drop_count=drop_count, depth_ratio=depth_ratio,
+                               block_criterion=block_criterion)
         shapes = parse_shapes(input_shape)
         with out.status("pruning") as stage:
             result = prune_into(outputs, model, options, shapes,
@@ -104,6 +117,21 @@ def prune(model, output, ratio, target_macs, plan_path, target_params, schedule,
         raise
 
 
+def _drop_blocks(text: str | None) -> tuple[tuple[str, ...], int | None]:
+    """``--drop-blocks``: a count, or block names separated by commas."""
+    from ..errors import OnnxPruneError
+
+    if text is None:
+        return (), None
+    text = text.strip()
+    if text.isdigit():
+        return (), int(text)
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise OnnxPruneError("--drop-blocks takes a count or block names separated by commas, got an empty value")
+    return names, None
+
+
 def _print(out: Output, model, output, result, round_to, plan_out) -> None:
     from .report import human
 
@@ -116,8 +144,10 @@ def _print(out: Output, model, output, result, round_to, plan_out) -> None:
                                       Column("kept", "right")], rows)
     shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in result.input_shapes.items())
     recovery = f" | recovery {result.recovery.method}" if result.recovery else ""
+    blocks = (f" | blocks: {len(result.blocks_dropped)} of {result.blocks_removable} removable dropped"
+              if result.blocks_dropped else "")
     out.line(f"groups: {result.groups_pruned} pruned, {result.groups_blocked} blocked, {result.groups_untouched} "
-             f"untouched | schedule {result.schedule} | criterion {result.criterion}{recovery} | at {shapes} | "
+             f"untouched{blocks} | schedule {result.schedule} | criterion {result.criterion}{recovery} | at {shapes} | "
              f"{result.seconds:.2f} s")
     if out.verbose:
         kept = [[gp.id, gp.anchor, str(gp.channels), str(len(gp.keep)), f"{gp.removed / gp.channels:.1%}"]

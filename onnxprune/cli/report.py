@@ -1,4 +1,5 @@
-"""What ``onnxprune analyze`` reports: per-group channels, cost and status, and model totals.
+"""What ``onnxprune analyze`` reports: per-group channels, cost and status, residual blocks, and
+model totals.
 
 Per group, ``params`` and ``macs`` are what the group *carries*: the drop in the model's params
 and MACs if all its channels were removed. A layer between two groups counts in both, so the
@@ -37,6 +38,10 @@ def analysis_report(analysis: Analysis, cost_model: CostModel | None = None) -> 
             "nodes": list(g.nodes),
             "weights": sorted({f"{s.tensor}[axis {s.axis}]" for s in g.slots}),
         })
+    from ..decide.depth import norm_scores
+
+    norms = norm_scores(analysis)
+    blocks = [{**b.to_dict(), "norm": norms.get(b.id)} for b in analysis.blocks]
     node_macs = cost_model.node_macs()
     prunable_macs = sum(m for name, m in node_macs.items() if name in prunable_nodes)
     return {
@@ -49,8 +54,11 @@ def analysis_report(analysis: Analysis, cost_model: CostModel | None = None) -> 
             "blocked_groups": len(analysis.groups) - len(analysis.prunable_groups),
             "prunable_macs_share": prunable_macs / total.macs if total.macs else 0.0,
             "nodes_without_macs_shape": cost_model.unknown_shape_nodes,
+            "blocks": len(blocks),
+            "removable_blocks": len(analysis.removable_blocks),
         },
         "groups": groups,
+        "blocks": blocks,
     }
 
 

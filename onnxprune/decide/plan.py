@@ -3,7 +3,8 @@
 A plan is both a request and a result. Per group it may carry a pruning ``ratio`` (to be
 resolved with a criterion when applied) and/or the explicit ``keep`` list of channel indices
 (positions in :attr:`ChannelGroup.units`). Groups a plan does not name are left untouched.
-``drop_blocks`` names residual blocks to remove (reserved for depth pruning; rejected for now).
+``drop_blocks`` names the residual blocks to remove (depth pruning), by their Add node's name
+(:mod:`onnxprune.analysis.blocks`).
 
 JSON layout (``format: onnxprune.plan/1``)::
 
@@ -122,9 +123,8 @@ class PruningPlan:
     # ---- applying ----
     def validate(self, analysis: Analysis) -> None:
         """Check the plan against the model. Errors: unknown group, mismatched anchor or size,
-        removal from a blocked group, bad indices, a bad ratio, or ``drop_blocks`` (unsupported)."""
-        if self.drop_blocks:
-            raise OnnxPruneError("this plan drops residual blocks (drop_blocks), which is not supported yet")
+        removal from a blocked group, bad indices, a bad ratio, an unknown or non-removable block."""
+        self.blocks(analysis)
         for gp in self.groups.values():
             group = analysis.group(gp.id)
             if gp.anchor and gp.anchor != group.anchor or gp.channels != group.channels:
@@ -140,6 +140,15 @@ class PruningPlan:
                     raise OnnxPruneError(f"plan group {gp.id}: keep must list 1..{gp.channels} distinct indices in [0, {gp.channels})")
                 if len(keep) < gp.channels and not group.prunable:
                     raise OnnxPruneError(f"plan removes channels of blocked group {gp.id}: {group.blocked[0]}")
+
+    def blocks(self, analysis: Analysis) -> list:
+        """The :class:`~onnxprune.analysis.blocks.ResidualBlock` objects of ``drop_blocks``.
+        Errors (``OnnxPruneError``): an unknown or non-removable block."""
+        if not self.drop_blocks:
+            return []
+        from ..analysis.blocks import select_blocks
+
+        return select_blocks(analysis.blocks, self.drop_blocks)
 
     def removed_units(self, analysis: Analysis) -> np.ndarray:
         """Union-find roots of every removed channel (requires ``keep`` on each entry)."""

@@ -28,6 +28,7 @@ from ..decide.plan import GroupPlan, PruningPlan, resolve
 from ..errors import OnnxPruneError
 from ..graph.subgraph import crossing, node_reads, submodel, value_info
 from ..pipeline import load_and_analyze
+from ..decide.depth import dropped_nodes
 from ..rewrite import apply_removal
 from .evaluate import Dataset, compare_outputs, load_data, random_data, run_model
 from .session import input_specs, make_session
@@ -124,8 +125,8 @@ class PlanEvaluator:
         plan.validate(self.analysis)
         return resolve(plan, self.analysis, self.scores)
 
-    def _score(self, outputs: dict, removed: np.ndarray) -> PlanScore:
-        after = self.cost.cost_without(removed)
+    def _score(self, outputs: dict, removed: np.ndarray, dropped=frozenset()) -> PlanScore:
+        after = self.cost.dropping(dropped).cost_without(removed)
         first = compare_outputs(self.reference, outputs, self.data.labels)[0]
         return PlanScore(
             macs_kept=after.macs / self.before.macs if self.before.macs else 1.0,
@@ -137,13 +138,15 @@ class PlanEvaluator:
             relative_mse=float(first.relative_mse),
         )
 
-    def _recovered(self, removed: np.ndarray, start=None) -> onnx.ModelProto:
+    def _recovered(self, removed: np.ndarray, start=None, blocks=(), dropped=frozenset()) -> onnx.ModelProto:
+        from ..transform.depth import drop_blocks
         from ..transform.recover import recover
 
-        pruned = apply_removal(self.analysis, removed)
+        pruned = drop_blocks(apply_removal(self.analysis, removed), list(blocks))
         if self.spec.recover != "none":
             pruned, _ = recover(self.analysis, pruned, removed, self.data, self.spec.recover, seed=self.spec.seed,
-                                batch_size=self.spec.batch_size, start=start)
+                                batch_size=self.spec.batch_size, start=start,
+                                dropped_from=min(dropped) if dropped else None)
         return pruned
 
     def score_sparsities(self, sparsities: dict[str, float]) -> PlanScore:
@@ -161,8 +164,10 @@ class PlanEvaluator:
         plan.validate(self.analysis)
         resolve(plan, self.analysis, self.scores)
         removed = plan.removed_units(self.analysis)
-        session = self._session(self._recovered(removed))
-        return self._score(run_model(session, self.data, self.spec.batch_size), removed)
+        blocks = plan.blocks(self.analysis)
+        dropped = dropped_nodes(self.analysis, blocks)
+        session = self._session(self._recovered(removed, blocks=blocks, dropped=dropped))
+        return self._score(run_model(session, self.data, self.spec.batch_size), removed, dropped)
 
     def group_scores(self, group_id: str, ratios: list[float]) -> list[PlanScore]:
         """Scores of ``group_id`` pruned alone at each of ``ratios`` (the other groups whole).

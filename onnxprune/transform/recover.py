@@ -84,13 +84,16 @@ class _Layer:
 
 def recover(analysis: Analysis, pruned: onnx.ModelProto, removed: np.ndarray, data: Dataset, method: str, *,
             ridge: float = 1e-3, positions: int = 16, batch_size: int = 64, seed: int = 0, progress=None,
-            start: tuple[int, dict] | None = None) -> tuple[onnx.ModelProto, RecoveryReport]:
+            start: tuple[int, dict] | None = None, dropped_from: int | None = None) -> tuple[onnx.ModelProto, RecoveryReport]:
     """Repair ``pruned`` (what :func:`~onnxprune.rewrite.apply_removal` made of ``analysis``
     with ``removed``) on the calibration ``data``; returns the repaired model (``pruned`` is
     changed in place) and what was done. ``positions``: output positions sampled per sample for
     a Conv's least squares. ``progress(done, total)`` is told after each layer. ``start``:
     ``(cut, activations)`` when both models are known identical before the original's node
-    ``cut``, with the activations crossing it: the walk starts there.
+    ``cut``, with the activations crossing it: the walk starts there. ``dropped_from``: the
+    original index of the first node of a dropped residual block (depth pruning), after which
+    every layer's input has changed: ``reconstruct`` refits every layer after it, and ``bn``
+    corrects every layer from there on.
 
     The original and the pruned model are walked in lockstep (:class:`Walker`): each layer's
     target is the original's output of the same node on the original's own activations.
@@ -100,13 +103,13 @@ def recover(analysis: Analysis, pruned: onnx.ModelProto, removed: np.ndarray, da
     if method not in METHODS:
         raise OnnxPruneError(f"unknown recovery {method!r}; choose one of {', '.join(METHODS)}")
     report = RecoveryReport(method, len(data))
-    if method == "none" or not len(removed):
+    if method == "none" or (not len(removed) and dropped_from is None):
         return pruned, report
     if len(data) < 2:
         raise OnnxPruneError(f"recovery needs at least 2 calibration samples, got {len(data)}")
     began = time.perf_counter()
     alive = analysis.alive_ids(np.asarray(removed, dtype=np.int64))
-    layers, report.skipped = _layers(analysis, pruned, alive, method)
+    layers, report.skipped = _layers(analysis, pruned, alive, method, dropped_from)
     if layers:
         original = analysis.model
         position = {n.name: i for i, n in enumerate(original.graph.node)}
@@ -131,7 +134,7 @@ def recover(analysis: Analysis, pruned: onnx.ModelProto, removed: np.ndarray, da
 
 
 # ---------------------------------------------------------------- which layers
-def _layers(analysis: Analysis, pruned: onnx.ModelProto, alive: np.ndarray, method: str):
+def _layers(analysis: Analysis, pruned: onnx.ModelProto, alive: np.ndarray, method: str, dropped_from: int | None):
     """The layers to fix, in topological order, and the ones skipped with why."""
     original = {n.name: i for i, n in enumerate(analysis.model.graph.node)}
     inits = {t.name: list(t.dims) for t in pruned.graph.initializer}
@@ -142,13 +145,16 @@ def _layers(analysis: Analysis, pruned: onnx.ModelProto, alive: np.ndarray, meth
     changed = [s for s in analysis.slots if not alive[s.ids].all()]
     cut_inputs = {s.node_index for s in changed if s.role == IN}
     first = min((s.node_index for s in changed), default=len(original))
+    if dropped_from is not None:
+        first = min(first, dropped_from)
     layers, skipped = [], []
     for index, node in enumerate(pruned.graph.node):
         if node.name not in original:
             continue
         i = original[node.name]
         if method == "reconstruct":
-            if i not in cut_inputs or node.op_type not in ("Conv", "Gemm", "MatMul"):
+            after_drop = dropped_from is not None and i > dropped_from
+            if (i not in cut_inputs and not after_drop) or node.op_type not in ("Conv", "Gemm", "MatMul"):
                 continue
             why = _cannot_refit(node, inits, readers)
         else:
