@@ -86,6 +86,8 @@ class PruneOptions:
     drop_count: int | None = None
     depth_ratio: float | None = None
     block_criterion: str = "norm"
+    fuse: bool = False
+    mix_blocks: bool = False
 
     @property
     def depth(self) -> bool:
@@ -116,8 +118,14 @@ class PruneOptions:
         if self.block_criterion not in BLOCK_CRITERIA:
             raise OnnxPruneError(f"unknown block criterion {self.block_criterion!r}; choose one of "
                                  f"{', '.join(BLOCK_CRITERIA)}")
-        if self.block_criterion != "norm" and (self.drop_count or self.depth_ratio) and not self.data:
+        if self.block_criterion == "similarity" and (self.drop_count or self.depth_ratio) and not self.data or \
+                self.block_criterion == "drop" and (self.drop_count or self.depth_ratio) and not self.data \
+                and not (self.sensitivity is not None and self.sensitivity.blocks):
             raise OnnxPruneError(f"block criterion {self.block_criterion} measures the model: give {{data}}")
+        if self.mix_blocks and (self.schedule not in ("sensitivity", "evolution") or
+                                (self.target_macs is None and self.target_params is None)):
+            raise OnnxPruneError("{mix_blocks} lets the sensitivity or evolution schedule drop residual blocks under "
+                                 "{target_macs} or {target_params}: give one of those schedules and a target")
         if any(depth) and self.granularity == "weight":
             raise OnnxPruneError("{granularity} weight keeps the graph: it cannot drop residual blocks")
         if self.ratio is not None:
@@ -256,14 +264,16 @@ def make_plan(analysis: Analysis, options: PruneOptions, cost_model: CostModel |
             budget = (Budget("macs", options.target_macs) if options.target_macs is not None
                       else Budget("params", options.target_params))
             _check_depth_budget(cost_model, budget, len(blocks))
+            offered = [b for b in analysis.removable_blocks if b not in blocks] if options.mix_blocks else []
             plan, more = plan_for_budget(
                 analysis, cost_model, scores, schedule, budget, max_ratio=options.max_ratio,
                 report=measured.sensitivity() if schedule == "sensitivity" else None,
                 losses=measured.losses if schedule == "evolution" else None, evaluations=options.evaluations,
-                seed=options.seed, progress=measured.generation, **kw)
+                seed=options.seed, progress=measured.generation, blocks=offered, **kw)
             notes += more
         notes += measured.notes
-    plan.drop_blocks = [b.add for b in blocks]
+    chosen = {b.add for b in blocks} | set(plan.drop_blocks)
+    plan.drop_blocks = [b.add for b in analysis.blocks if b.add in chosen]  # in graph order
     notes += fill_empty_tensors(plan, analysis, scores)
     return plan, notes
 
@@ -283,6 +293,9 @@ def _choose_blocks(analysis: Analysis, options: PruneOptions, measured: "Measure
         elif options.block_criterion == "similarity":
             measured.progress("measuring block similarity")
             scores = similarity_scores(analysis, calibration_data(analysis.model, options))
+        elif options.sensitivity is not None and options.sensitivity.blocks:
+            options.sensitivity.validate(analysis)
+            scores = options.sensitivity.block_losses()  # measured already: nothing to run
         else:
             measured.progress(f"measuring the drop of {len(analysis.removable_blocks)} blocks")
             losses = measured.losses([drop_plan(b, options.criterion) for b in analysis.removable_blocks])
@@ -351,7 +364,8 @@ class Measurements:
         report = measure(self._need_spec(), metric=self.options.metric, jobs=self.options.jobs,
                          scheduler=self.options.scheduler,
                          progress=lambda done, total: self.progress(f"measuring sensitivity {done}/{total}"))
-        self.notes.append(f"measured the sensitivity of {len(report.curves)} groups ({report.metric}) in "
+        blocks = f" and {len(report.blocks)} residual blocks" if report.blocks else ""
+        self.notes.append(f"measured the sensitivity of {len(report.curves)} groups{blocks} ({report.metric}) in "
                           f"{report.seconds:.1f} s")
         return report
 
@@ -469,6 +483,13 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
                          f"{recovery.loss_with:.4g} against {recovery.loss_without:.4g} without it): it was undone")
         else:
             after = Cost(after.macs, after.params + recovery.added_params)
+    if options.fuse:
+        from .transform.fuse import fuse
+
+        step("fusing")
+        model, fusion = fuse(model)
+        notes.append(fusion.describe())
+        after = Cost(after.macs, float_params(model))
     pruned = sum(1 for g in plan.groups.values() if g.removed)
     blocked = sum(1 for g in analysis.groups if not g.prunable)
     criterion = describe_criterion(analysis, plan) if len(removed) else (plan.criterion or options.criterion)
@@ -481,6 +502,12 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
                        schedule=plan.meta.get("schedule", "plan" if options.plan is not None else
                                               "global" if options.global_rank else options.schedule),
                        recovery=recovery)
+
+
+def float_params(model: onnx.ModelProto) -> int:
+    """Elements of the floating-point initializers (what :mod:`onnxprune.cost` counts as params)."""
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+    return int(sum(np.prod(t.dims, dtype=np.int64) for t in model.graph.initializer if t.data_type in floats))
 
 
 def _recovery_helps(original: onnx.ModelProto, unrecovered: onnx.ModelProto, recovered: onnx.ModelProto, data,

@@ -349,8 +349,8 @@ def branch(draw, net: Net, x: str, cout: int | None = None) -> str:
     return x
 
 
-def block(draw, net: Net, x: str) -> str:
-    kind = draw(st.sampled_from(BLOCKS))
+def block(draw, net: Net, x: str, kinds=BLOCKS) -> str:
+    kind = draw(st.sampled_from(kinds))
     c = net.c(x)
     h, w = net.hw(x)
     if kind == "conv":
@@ -475,8 +475,9 @@ def head(draw, net: Net, x: str) -> str:
 
 
 @st.composite
-def cnn_models(draw, opsets=OPSETS, weights=WEIGHTS, max_blocks: int = 5) -> RandModel:
-    """A random valid CNN (see the module docstring)."""
+def cnn_models(draw, opsets=OPSETS, weights=WEIGHTS, max_blocks: int = 5, kinds=BLOCKS) -> RandModel:
+    """A random valid CNN (see the module docstring); ``kinds``: the block kinds drawn from
+    (repeat one to draw it more often)."""
     opset = draw(st.sampled_from(opsets))
     storage = draw(st.sampled_from(weights))
     batch = draw(st.sampled_from([1, 1, 2, None]))
@@ -485,7 +486,7 @@ def cnn_models(draw, opsets=OPSETS, weights=WEIGHTS, max_blocks: int = 5) -> Ran
     x = maybe_bn_act(draw, net, conv_layer(draw, net, x, kinds=("plain",)))  # the stem
     taps = []
     for _ in range(draw(st.integers(0, max_blocks))):
-        x = block(draw, net, x)
+        x = block(draw, net, x, kinds)
         taps.append(x)
     y = head(draw, net, x)
     net.outputs.append(y)
@@ -605,6 +606,54 @@ def check_dead_oracle(m: RandModel, fraction: float, seed: int) -> None:
     return None
 
 
+def check_depth_oracle(m: RandModel, fraction: float, seed: int) -> None:
+    """Width and depth together: dead channels (as :func:`check_dead_oracle`) and a drawn subset
+    of the removable residual blocks made dead (``F(x) = 0``), pruned and dropped in one rewrite.
+    The result passes the full checker, matches the killed model, and costs what was planned."""
+    from onnxprune.cost import CostModel
+    from onnxprune.decide.depth import dropped_nodes
+    from onnxprune.decide.plan import PruningPlan, fill_empty_tensors
+    from onnxprune.groups import analyze
+    from onnxprune.rewrite import apply_removal
+    from onnxprune.selfcheck import dead_channel_plan, kill_block, kill_channels, random_feeds
+    from onnxprune.transform.depth import drop_blocks
+
+    a = analyze_model(m)
+    if not a.removable_blocks:
+        event("no removable block")
+        return
+    rng = np.random.default_rng(seed)
+    plan = dead_channel_plan(a, fraction, seed) if a.prunable_groups else PruningPlan()
+    fill_empty_tensors(plan, a, {})
+    removed = plan.removed_units(a)
+    model = kill_channels(a, removed)
+    chosen = []
+    pick = rng.random(len(a.removable_blocks)) < 0.6
+    pick[rng.integers(len(pick))] = True  # at least one
+    for block, picked in zip(a.removable_blocks, pick):
+        if picked:
+            killed = kill_block(model, block)
+            if killed is None:
+                event("a branch that cannot be zeroed")
+                continue
+            model, chosen = killed, chosen + [block.add]
+    if not chosen:
+        return
+    event(f"dropped {min(len(chosen), 3)}+ blocks")
+    k = analyze(model, a.input_shapes)
+    blocks = [b for b in k.removable_blocks if b.add in chosen]
+    assert len(blocks) == len(chosen)
+    removed_k = plan.removed_units(k)
+    pruned = drop_blocks(apply_removal(k, removed_k), blocks)
+    onnx.checker.check_model(pruned, full_check=True)
+    feeds = random_feeds(a, seed)
+    error = _max_error(_run(model, feeds), _run(pruned, feeds))
+    assert error <= TOLERANCE, f"max abs error {error}"
+    planned = CostModel(k).dropping(dropped_nodes(k, blocks)).cost_without(removed_k)
+    measured = CostModel(analyze(pruned, a.input_shapes)).cost()
+    assert measured == planned, (measured, planned)
+
+
 def check_keep_all(m: RandModel) -> None:
     """Removing nothing changes nothing: same nodes, byte-identical initializers."""
     from onnxprune.rewrite import apply_removal
@@ -687,6 +736,11 @@ criteria = st.sampled_from(("l1", "l2", "bn-scale", "fpgm", "random"))
 round_tos = st.sampled_from([1, 1, 2, 4])
 targets = st.one_of(st.none(), st.none(), st.none(), st.floats(0.05, 1.0))
 
+def residual_models(max_blocks: int = 5):
+    """:func:`cnn_models` that draw residual blocks four times as often (for depth properties)."""
+    return cnn_models(max_blocks=max_blocks, kinds=BLOCKS + ("residual",) * 6)
+
+
 def properties(max_blocks: int = 5) -> dict:
     """name -> (strategies of the check's arguments, check): what tools/property_long.py runs."""
     models = cnn_models(max_blocks=max_blocks)
@@ -695,5 +749,6 @@ def properties(max_blocks: int = 5) -> dict:
         "self_check": ((models,), check_self_check),
         "dead": ((models, fractions, seeds), check_dead_oracle),
         "keep_all": ((models,), check_keep_all),
+        "depth": ((residual_models(max_blocks), fractions, seeds), check_depth_oracle),
         "prune": ((models, ratios, criteria, st.booleans(), round_tos, targets), check_prune),
     }

@@ -295,3 +295,117 @@ def test_bad_depth_options(resnet20, options, message):
 def test_model_without_blocks_says_so(exported):
     with pytest.raises(OnnxPruneError, match="no removable residual block"):
         _prune(exported("vgg16_bn", True), drop_count=1)
+
+
+# ---------------------------------------------------------------- measured criteria and schedules
+DIGITS = "models/digits/resnet8_digits.onnx"
+
+
+@pytest.fixture(scope="module")
+def digits_calib(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("calib") / "calib.npz"
+    with np.load("models/digits/digits_calib.npz") as z:
+        np.savez(path, input=z["input"][:200], labels=z["labels"][:200])
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def killed_resnet20(resnet20, tmp_path_factory):
+    """ResNet-20 whose block b4 is dead (F = 0): dropping it costs nothing."""
+    from onnxprune.pipeline import load_and_analyze
+
+    a = load_and_analyze(resnet20)
+    path = tmp_path_factory.mktemp("killed") / "r20_dead_b4.onnx"
+    onnx.save(kill_block(a.model, next(b for b in a.blocks if b.id == "b4")), path)
+    rng = np.random.default_rng(0)
+    calib = path.with_suffix(".npz")
+    np.savez(calib, input=rng.standard_normal((48, 3, 32, 32)).astype(np.float32))
+    return str(path), str(calib)
+
+
+def test_sensitivity_measures_each_block_and_is_reused(digits_calib, tmp_path):
+    from onnxprune.decide.sensitivity import SensitivityReport, measure
+    from onnxprune.runtime.scoring import EvaluatorSpec, PlanEvaluator
+
+    report = measure(EvaluatorSpec(DIGITS, data=digits_calib), [0.5])
+    assert [(b.id, b.add) for b in report.blocks] == [("b0", "/layer1/Add")]
+    evaluator = PlanEvaluator(EvaluatorSpec(DIGITS, data=digits_calib))
+    full = evaluator(PruningPlan(drop_blocks=["/layer1/Add"]))
+    assert report.blocks[0].value == full.accuracy and report.blocks[0].macs_saved == pytest.approx(1 - full.macs_kept)
+    report.save(tmp_path / "s.json")
+    again = SensitivityReport.load(tmp_path / "s.json")
+    assert again.blocks == report.blocks
+    # --block-criterion drop reuses the saved measurement: no --data needed
+    a = __import__("onnxprune.pipeline", fromlist=["x"]).load_and_analyze(DIGITS)
+    result = prune_model(a, PruneOptions(drop_count=1, block_criterion="drop", sensitivity=again), model_path=DIGITS)
+    assert result.blocks_dropped == ["b0"]
+
+
+def test_similarity_and_drop_rank_a_dead_block_first(killed_resnet20):
+    path, calib = killed_resnet20
+    from onnxprune.pipeline import load_and_analyze
+
+    for criterion in ("similarity", "drop", "norm"):
+        result = prune_model(load_and_analyze(path), PruneOptions(drop_count=1, block_criterion=criterion, data=calib, metric="cosine"),
+                             model_path=path)
+        assert result.blocks_dropped == ["b4"], criterion
+
+
+@pytest.mark.parametrize("schedule", ["sensitivity", "evolution"])
+def test_schedules_mix_blocks_under_one_target(killed_resnet20, schedule):
+    """Offered the blocks, both measuring schedules drop the dead one and meet the target."""
+    path, calib = killed_resnet20
+    from onnxprune.pipeline import load_and_analyze
+
+    a = load_and_analyze(path)
+    options = PruneOptions(schedule=schedule, target_macs=0.7, mix_blocks=True, data=calib, evaluations=60,
+                           metric="cosine")
+    result = prune_model(a, options, model_path=path)
+    finalize(result.model, a)
+    assert abs(result.after.macs / result.before.macs - 0.7) <= 0.02
+    assert CostModel(analyze(result.model)).cost() == result.after
+    if schedule == "sensitivity":
+        assert "/stages/stages.1/stages.1.1/Add" in result.plan.drop_blocks  # b4: dropping it costs nothing
+    assert any("residual blocks offered" in n for n in result.notes)
+    with pytest.raises(OnnxPruneError, match="mix_blocks"):
+        prune_model(a, PruneOptions(schedule="uniform", target_macs=0.7, mix_blocks=True))
+
+
+# ---------------------------------------------------------------- the commands
+def test_cli_analyze_lists_blocks_and_prune_drops_them(resnet20, tmp_path):
+    from clirun import cli, ok
+
+    result = ok(cli("analyze", resnet20, "--json", tmp_path / "a.json"))
+    assert "Residual blocks" in result.stdout and "not removable: the shortcut is not the identity" in result.stdout
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert report["totals"]["blocks"] == 9 and report["totals"]["removable_blocks"] == 7
+    assert {b["id"] for b in report["blocks"] if not b["removable"]} == {"b3", "b6"}
+    result = ok(cli("prune", resnet20, "-o", tmp_path / "p.onnx", "--drop-blocks", "b0,b4", "--target-macs", "0.6",
+                    "--plan", tmp_path / "plan.json", "--fuse", "--json", tmp_path / "s.json"))
+    assert "blocks: 2 of 7 removable dropped" in result.stdout
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["blocks_dropped"] == ["b0", "b4"] and abs(summary["macs_kept"] - 0.6) <= 0.02
+    written = onnx.load(str(tmp_path / "p.onnx"))
+    assert not any(n.name in ("/stages/stages.0/stages.0.0/Add", "/stages/stages.1/stages.1.1/Add")
+                   for n in written.graph.node)
+    meta = {p.key: p.value for p in written.metadata_props}
+    assert meta["onnxprune.blocks_dropped"] == "/stages/stages.0/stages.0.0/Add,/stages/stages.1/stages.1.1/Add"
+    assert len(json.loads((tmp_path / "plan.json").read_text())["drop_blocks"]) == 2
+    ok(cli("prune", resnet20, "-o", tmp_path / "d.onnx", "--depth-ratio", "0.5"))
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--drop-blocks", "b3"], "block b3 (/stages/stages.1/stages.1.0/Add) cannot be removed"),
+    (["--drop-blocks", "nope"], "no residual block 'nope'"),
+    (["--drop-blocks", ","], "--drop-blocks takes a count or block names"),
+    (["--drop-blocks", "9"], "cannot drop 9 residual blocks"),
+    (["--drop-blocks", "2", "--depth-ratio", "0.2"], "one depth amount"),
+    (["--depth-ratio", "1.5"], "--depth-ratio must be in [0, 1)"),
+    (["--drop-blocks", "2", "--block-criterion", "drop"], "block criterion drop measures the model: give --data"),
+    (["--target-macs", "0.5", "--mix-blocks"], "--mix-blocks lets the sensitivity or evolution schedule"),
+])
+def test_cli_bad_depth_input(resnet20, tmp_path, args, needle):
+    from clirun import assert_bad_input, cli
+
+    assert_bad_input(cli("prune", resnet20, "-o", tmp_path / "o.onnx", *args), needle)
+    assert not (tmp_path / "o.onnx").exists()

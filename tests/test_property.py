@@ -7,7 +7,8 @@ random examples. The whole fast profile runs in about 10 s.
 Properties (bodies in ``randgraph.check_*``): every group is prunable or blocked with a reason
 (and only graph outputs block, since the generator only uses supported ops); ``self_check``
 passes; the dead-channel oracle with a drawn fraction and seed is exact, checker-clean and
-costed right; removing nothing changes nothing; ``prune_model`` + ``finalize`` at a drawn ratio
+costed right; so is dropping dead residual blocks together with dead channels; removing nothing
+changes nothing; ``prune_model`` + ``finalize`` at a drawn ratio
 or MACs target and criterion gives a checked model that runs, is deterministic, and is
 reproduced by its saved plan.
 
@@ -46,6 +47,12 @@ def test_self_check_passes(m):
 @given(models, rg.fractions, rg.seeds)
 def test_dead_channels_prune_exactly(m, fraction, seed):
     rg.check_dead_oracle(m, fraction, seed)
+
+
+@FAST
+@given(rg.residual_models(), rg.fractions, rg.seeds)
+def test_dead_blocks_and_channels_prune_exactly(m, fraction, seed):
+    rg.check_depth_oracle(m, fraction, seed)
 
 
 @FAST

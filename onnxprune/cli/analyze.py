@@ -46,9 +46,9 @@ def analyze(model, input_shape, json_path, fmt, quiet, verbose, plot_path, detai
     dropping it saves, its weight norm, and whether it is removable or why not; then model
     totals at the input shape.
 
-    With --sensitivity --data calib.npz, also prunes each group alone at each of --ratios, runs
-    the calibration data in onnxruntime, and ranks the groups from the least to the most
-    sensitive; --json keeps every curve (reusable by prune --sensitivity-from), --plot draws
+    With --sensitivity --data calib.npz, also prunes each group alone at each of --ratios (and
+    drops each removable residual block alone), runs the calibration data in onnxruntime, and
+    ranks the groups and blocks from the least to the most sensitive; --json keeps every curve (reusable by prune --sensitivity-from), --plot draws
     them as a heatmap.
     """
     from ..graph.outputs import OutputSet
@@ -166,7 +166,7 @@ def _measure(out: Output, model, shapes, data_path, calib_samples, ratios, metri
         return measure(spec, ratios, metric, jobs=jobs, scheduler=scheduler)
     from rich.console import Console
 
-    columns = (TextColumn("sensitivity"), BarColumn(), TextColumn("{task.completed}/{task.total} groups"),
+    columns = (TextColumn("sensitivity"), BarColumn(), TextColumn("{task.completed}/{task.total} groups and blocks"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("sensitivity", total=None)
@@ -198,3 +198,9 @@ def _print_sensitivity(out: Output, report: dict) -> None:
     recovered = f", after recovery {sens.recover}" if sens.recover != "none" else ""
     out.table(f"Sensitivity ({sens.metric}{recovered}, baseline {sens.baseline:.4g}, {sens.samples} samples, "
               f"{sens.seconds:.1f} s), least to most sensitive", columns, rows)
+    if sens.blocks:
+        block_rows = [[str(k), b.id, b.add, f"{b.loss:.4g}", f"{b.macs_saved:.1%}", f"{b.params_saved:.1%}"]
+                      for k, b in enumerate(sorted(sens.blocks, key=lambda b: (b.loss, int(b.id[1:]))), 1)]
+        out.table(f"Residual blocks dropped alone ({sens.metric}{recovered}), least to most sensitive",
+                  [Column("rank", "right"), Column("block"), Column("add"), Column("loss", "right"),
+                   Column("MACs saved", "right"), Column("params saved", "right")], block_rows)

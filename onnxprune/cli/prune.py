@@ -47,6 +47,11 @@ from .common import Column, Output, flag, handle_errors, input_shape_option, jso
 @click.option("--block-criterion", type=click.Choice(["norm", "similarity", "drop"]), default="norm", show_default=True,
               help="Which blocks go first: the weight norm of the branch's last layer, 1 - cos(input, output) on "
                    "--data, or the metric's measured drop on --data.")
+@click.option("--mix-blocks", is_flag=True,
+              help="Let the sensitivity or evolution schedule drop residual blocks too, under the same target.")
+@click.option("--fuse/--no-fuse", default=False, show_default=True,
+              help="After pruning, fold BatchNorm and per-channel scales into the layers before them and drop no-op "
+                   "nodes (onnxscript's rewrite rules; exact up to fp32 round-off).")
 @click.option("--criterion", type=click.Choice(["l1", "l2", "bn-scale", "fpgm", "random"]), default="l1", show_default=True,
               help="Channel importance: weight norms, BN scale (network slimming), geometric median, or a random baseline.")
 @click.option("--global", "global_rank", is_flag=True, help="Same as --schedule global.")
@@ -64,7 +69,7 @@ from .common import Column, Output, flag, handle_errors, input_shape_option, jso
 @handle_errors
 def prune(model, output, ratio, target_macs, plan_path, target_params, schedule, sensitivity_path, data_path,
           calib_samples, granularity, recover, metric, evaluations, jobs, scheduler, drop_blocks, depth_ratio,
-          block_criterion, criterion, global_rank, max_ratio, round_to, min_channels, exclude, seed, allow_noop,
+          block_criterion, mix_blocks, fuse, criterion, global_rank, max_ratio, round_to, min_channels, exclude, seed, allow_noop,
           input_shape, json_path, fmt, quiet, verbose):
     """Remove channels (and residual blocks) from MODEL and write the smaller model to OUTPUT.
 
@@ -99,7 +104,7 @@ def prune(model, output, ratio, target_macs, plan_path, target_params, schedule,
                                data=data_path, calib_samples=calib_samples, metric=metric, evaluations=evaluations,
                                jobs=jobs, scheduler=scheduler, recover=recover, granularity=granularity,
                                drop_blocks=drop_names, drop_count=drop_count, depth_ratio=depth_ratio,
-                               block_criterion=block_criterion)
+                               block_criterion=block_criterion, fuse=fuse, mix_blocks=mix_blocks)
         shapes = parse_shapes(input_shape)
         with out.status("pruning") as stage:
             result = prune_into(outputs, model, options, shapes,

@@ -8,6 +8,10 @@ non-decreasing (the running maximum), so the ratio grows with ``d``. ``d`` is bi
 the budget (MACs or params) is met, then single-group steps finish it
 (:mod:`onnxprune.decide.target`), each time taking the step whose predicted loss grows least.
 
+With ``blocks`` (``--mix-blocks``), residual blocks compete under the same allowed loss: a block
+is dropped once the measured loss of dropping it alone is within ``d`` (plus a tie-breaker smaller
+than the groups', so that a block whose drop costs nothing goes before harmless channels do).
+
 The curves say how each group hurts the metric on its own; the allocation assumes the losses of
 several groups do not interact much, as AIMET does. Recovery (``--recover``) and measuring the
 result with ``onnxprune verify`` are what check that assumption.
@@ -38,7 +42,7 @@ class SensitivityAllocation:
     model, from ``report`` (validated against the model by the caller)."""
 
     def __init__(self, report: SensitivityReport, groups, scores: dict[str, np.ndarray], *, max_ratio: float,
-                 min_channels: int = 1, round_to: int = 1, criterion: str | None = None) -> None:
+                 min_channels: int = 1, round_to: int = 1, criterion: str | None = None, blocks=()) -> None:
         self.groups = list(groups)
         self.scores = scores
         self.max_ratio, self.min_channels, self.round_to = max_ratio, min_channels, round_to
@@ -47,6 +51,15 @@ class SensitivityAllocation:
         self.loss = {g.id: envelope(report.curve(g.id), 1e-6 * (1.0 + max(scale, 0.0))) for g in self.groups}
         allowed = _GRID <= max_ratio + 1e-12
         self.top = max((float(curve[allowed][-1]) for curve in self.loss.values()), default=0.0) + 1e-9
+        measured = report.block_losses()
+        missing = [b.id for b in blocks if b.id not in measured]
+        if missing:
+            from ..errors import OnnxPruneError
+
+            raise OnnxPruneError(f"the sensitivity report has no measurement of dropping block {missing[0]}: measure "
+                                 "it again with this version (analyze --sensitivity measures every removable block)")
+        self.block_loss = {b.add: max(measured[b.id], 0.0) + 1e-9 * (1.0 + max(scale, 0.0)) for b in blocks}
+        self.top = max([self.top, *(v + 1e-9 for v in self.block_loss.values())])
 
     def ratio(self, group_id: str, allowed_loss: float) -> float:
         """The largest ratio (up to ``max_ratio``) whose predicted loss is within ``allowed_loss``."""
@@ -61,6 +74,7 @@ class SensitivityAllocation:
             ratio = self.ratio(g.id, allowed_loss)
             keep = top_k(self.scores[g.id], keep_count(g.channels, ratio, self.min_channels, self.round_to))
             plan.groups[g.id] = GroupPlan(g.id, g.anchor, g.channels, round(ratio, 6), keep)
+        plan.drop_blocks = [add for add, loss in self.block_loss.items() if loss <= allowed_loss]
         return plan
 
     def step_cost(self, group_id: str, keep_now: int, keep_next: int) -> float:
@@ -70,6 +84,8 @@ class SensitivityAllocation:
         return float(np.interp(1 - keep_next / channels, _GRID, curve) - np.interp(1 - keep_now / channels, _GRID, curve))
 
     def predicted_loss(self, plan: PruningPlan) -> float:
-        """The sum of the groups' predicted losses at the plan's ratios (the allocation's model)."""
+        """The sum of the groups' predicted losses at the plan's ratios and of the dropped blocks'
+        (the allocation's model)."""
         return float(sum(np.interp(gp.removed / gp.channels, _GRID, self.loss[gid])
-                         for gid, gp in plan.groups.items() if gid in self.loss))
+                         for gid, gp in plan.groups.items() if gid in self.loss)
+                     + sum(self.block_loss.get(add, 0.0) for add in plan.drop_blocks))

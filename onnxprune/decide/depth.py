@@ -62,6 +62,27 @@ def dropped_nodes(analysis, blocks: list[ResidualBlock]) -> set[int]:
     return removal(graph_index(analysis.model), blocks).nodes
 
 
+class PlanCost:
+    """The cost of plans that may drop blocks: ``cost_model`` with each plan's ``drop_blocks``
+    gone (the removal of each set of blocks is resolved once)."""
+
+    def __init__(self, analysis, cost_model) -> None:
+        self.analysis, self.cost_model = analysis, cost_model
+        self._views: dict[tuple, object] = {}
+
+    def __call__(self, plan, removed_units=None):
+        """:class:`~onnxprune.cost.Cost` of ``plan`` (``removed_units``: its removed channels,
+        when already known)."""
+        key = tuple(plan.drop_blocks)
+        view = self._views.get(key)
+        if view is None:
+            view = self.cost_model.dropping(dropped_nodes(self.analysis, plan.blocks(self.analysis))) if key \
+                else self.cost_model
+            self._views[key] = view
+        removed = plan.removed_units(self.analysis) if removed_units is None else removed_units
+        return view.cost_without(removed)
+
+
 def norm_scores(analysis) -> dict[str, float]:
     """The ``norm`` criterion for every removable block (see the module doc)."""
     inits = {t.name: t for t in analysis.model.graph.initializer}

@@ -10,6 +10,11 @@ on the calibration data (:class:`~onnxprune.runtime.scoring.PlanEvaluator`, the 
 model in onnxruntime). The first member of the initial population is the uniform allocation
 (all ``v_g = 1``), so the search never returns worse than uniform on its own fitness.
 
+With ``blocks`` (``--mix-blocks``), each removable residual block gets a weight too, and is
+dropped when its weight exceeds 0.5 (it starts at 0, kept); the group ratios are then projected
+onto what the budget leaves. A candidate whose dropped blocks alone go below the budget is
+infeasible, and is given a loss above any measured one without being measured.
+
 Budget: ``evaluations`` fitness evaluations in all (population × generations); the run is
 seeded and deterministic whatever runs the evaluations. The best fitness so far is reported
 after each generation.
@@ -30,12 +35,22 @@ class Projection:
     """Candidate vectors → plans on budget (see the module doc)."""
 
     def __init__(self, groups, scores, kept: Callable[[PruningPlan], float], target: float, *, max_ratio: float,
-                 min_channels: int = 1, round_to: int = 1, criterion: str | None = None) -> None:
+                 min_channels: int = 1, round_to: int = 1, criterion: str | None = None, blocks=()) -> None:
         self.groups, self.scores, self.kept, self.target = list(groups), scores, kept, target
+        self.blocks = list(blocks)
         self.max_ratio, self.min_channels, self.round_to, self.criterion = max_ratio, min_channels, round_to, criterion
+
+    @property
+    def dims(self) -> int:
+        return len(self.groups) + len(self.blocks)
+
+    def start(self) -> np.ndarray:
+        """The uniform allocation, every block kept."""
+        return np.concatenate([np.ones(len(self.groups)), np.zeros(len(self.blocks))])
 
     def plan(self, weights: np.ndarray, scale: float) -> PruningPlan:
         plan = PruningPlan(criterion=self.criterion)
+        plan.drop_blocks = [b.add for b, w in zip(self.blocks, weights[len(self.groups):]) if w > 0.5]
         for g, w in zip(self.groups, weights):
             ratio = min(float(scale * w), self.max_ratio)
             keep = top_k(self.scores[g.id], keep_count(g.channels, ratio, self.min_channels, self.round_to))
@@ -44,6 +59,7 @@ class Projection:
 
     def top(self, weights: np.ndarray) -> float:
         """The scale at which every group with a positive weight reaches ``max_ratio``."""
+        weights = weights[:len(self.groups)]
         positive = weights[weights > 0]
         return self.max_ratio / float(positive.min()) if positive.size else 0.0
 
@@ -62,7 +78,8 @@ class Projection:
 
 
 def evolve(projection: Callable[[np.ndarray], object], dims: int, losses: Callable[[list], list[float]], *,
-           evaluations: int, seed: int = 0, progress: Callable[[int, float], None] | None = None) -> np.ndarray:
+           evaluations: int, seed: int = 0, progress: Callable[[int, float], None] | None = None,
+           x0: np.ndarray | None = None) -> np.ndarray:
     """The best of ``dims`` weights in [0, 1] found; ``projection(weights)`` makes a candidate
     (a plan on budget) and ``losses(candidates)`` measures the fitness of many at once (in
     parallel where it can). Errors: ``evaluations`` too small for two generations."""
@@ -93,5 +110,5 @@ def evolve(projection: Callable[[np.ndarray], object], dims: int, losses: Callab
 
     result = differential_evolution(lambda x: fitness_many([x])[0], [(0.0, 1.0)] * dims, maxiter=maxiter,
                                     popsize=popsize, seed=seed, polish=False, updating="deferred", workers=vectorized,
-                                    x0=np.ones(dims), tol=0.0, atol=0.0, callback=callback, init="latinhypercube")
+                                    x0=np.ones(dims) if x0 is None else x0, tol=0.0, atol=0.0, callback=callback, init="latinhypercube")
     return np.asarray(result.x)

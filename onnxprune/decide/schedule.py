@@ -39,9 +39,10 @@ def plan_for_budget(analysis: Analysis, cost_model: CostModel, scores: dict[str,
                     budget: Budget, *, max_ratio: float, min_channels: int, round_to: int, exclude=(),
                     criterion: str | None = None, report=None,
                     losses: Callable[[list[PruningPlan]], list[float]] | None = None, evaluations: int = 300,
-                    seed: int = 0, progress=None) -> tuple[PruningPlan, list[str]]:
+                    seed: int = 0, progress=None, blocks=()) -> tuple[PruningPlan, list[str]]:
     """The ``schedule``'s plan that meets ``budget``, and notes. ``report``: the sensitivity
-    report (``sensitivity``); ``losses``: measures plans (``evolution``).
+    report (``sensitivity``); ``losses``: measures plans (``evolution``); ``blocks``: residual
+    blocks the ``sensitivity`` and ``evolution`` schedules may drop as well (``--mix-blocks``).
 
     Errors (``OnnxPruneError``): an unknown schedule, a missing report or data, a budget that
     cannot be met."""
@@ -63,23 +64,28 @@ def plan_for_budget(analysis: Analysis, cost_model: CostModel, scores: dict[str,
         if report is None:
             raise OnnxPruneError("schedule sensitivity needs sensitivity curves: {sensitivity} (a saved report) or {data}")
         report.validate(analysis)
-        alloc = SensitivityAllocation(report, groups, scores, max_ratio=max_ratio, criterion=criterion, **kw)
+        alloc = SensitivityAllocation(report, groups, scores, max_ratio=max_ratio, criterion=criterion, blocks=blocks,
+                                      **kw)
         search = meet_target(analysis, cost_model, alloc.at, scores, budget.target, order=alloc.step_cost,
                              top=alloc.top, label="allowed loss", **common)
         notes.append(f"sensitivity schedule: predicted {report.metric} loss {alloc.predicted_loss(search.plan):.4g} "
                      f"(sum over groups, from curves measured on {report.samples} samples)")
     elif schedule == "evolution":
         search, note = _evolution(analysis, cost_model, scores, groups, budget, losses, criterion=criterion,
-                                  evaluations=evaluations, seed=seed, progress=progress, max_ratio=max_ratio, **kw)
+                                  evaluations=evaluations, seed=seed, progress=progress, max_ratio=max_ratio,
+                                  blocks=blocks, **kw)
         notes.append(note)
     else:
         raise OnnxPruneError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if blocks and schedule in ("sensitivity", "evolution"):
+        notes.append(f"{schedule} schedule: dropped {len(search.plan.drop_blocks)} of {len(blocks)} residual blocks "
+                     "offered to it")
     search.plan.meta["schedule"] = schedule
     return search.plan, [search.note(budget.target), *notes]
 
 
 def _evolution(analysis, cost_model, scores, groups, budget: Budget, losses, *, criterion, evaluations, seed, progress,
-               max_ratio, min_channels, round_to) -> tuple[TargetSearch, str]:
+               max_ratio, min_channels, round_to, blocks=()) -> tuple[TargetSearch, str]:
     from .evolution import Projection, evolve
     from .plan import empty_tensor, fill_empty_tensors
 
@@ -89,20 +95,32 @@ def _evolution(analysis, cost_model, scores, groups, budget: Budget, losses, *, 
     total = cost_model.cost()
     total = total.macs if kind == "macs" else total.params
 
+    from .depth import PlanCost
+    from .target import TOLERANCE
+
+    plan_cost = PlanCost(analysis, cost_model)
+
     def kept(plan: PruningPlan) -> float:
         if empty_tensor(plan, analysis) is not None:
             plan = plan.copy()
             fill_empty_tensors(plan, analysis, scores)
-        cost = cost_model.cost_without(plan.removed_units(analysis))
+        cost = plan_cost(plan)
         return (cost.macs if kind == "macs" else cost.params) / total
 
+    def feasible_losses(plans: list[PruningPlan]) -> list[float]:
+        """Measured losses; a plan whose blocks alone go below the budget is not measured."""
+        ok = [kept(p) >= budget.target - TOLERANCE for p in plans]
+        measured = iter(losses([p for p, good in zip(plans, ok) if good]) if any(ok) else [])
+        return [next(measured) if good else 1e6 for good in ok]
+
     projection = Projection(groups, scores, kept, budget.target, max_ratio=max_ratio, min_channels=min_channels,
-                            round_to=round_to, criterion=criterion)
-    weights = evolve(projection, len(groups), losses, evaluations=evaluations, seed=seed, progress=progress)
+                            round_to=round_to, criterion=criterion, blocks=blocks)
+    weights = evolve(projection, projection.dims, feasible_losses, evaluations=evaluations, seed=seed,
+                     progress=progress, x0=projection.start())
     common = dict(max_ratio=max_ratio, min_channels=min_channels, round_to=round_to, order="ratio", budget=kind)
     found = meet_target(analysis, cost_model, lambda s: projection.plan(weights, s), scores, budget.target,
                         top=projection.top(weights), label="scale", **common)
-    uniform = meet_target(analysis, cost_model, lambda r: projection.plan(np.ones(len(groups)), r), scores,
+    uniform = meet_target(analysis, cost_model, lambda r: projection.plan(projection.start(), r), scores,
                           budget.target, **common)
     # the budget's last single-group steps can move a plan from what evolution measured: measure
     # both finished plans, and never return worse than uniform on the search's own fitness

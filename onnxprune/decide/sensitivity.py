@@ -77,6 +77,22 @@ class Curve:
 
 
 @dataclass
+class BlockDrop:
+    """One residual block dropped alone: the metric's ``value`` and ``loss``, and what it saves."""
+
+    id: str
+    add: str
+    value: float
+    loss: float
+    macs_saved: float
+    params_saved: float
+    accuracy: float | None = None
+    agreement: float | None = None
+    cosine: float | None = None
+    rel_mse: float | None = None
+
+
+@dataclass
 class SensitivityReport:
     """Every group's curve, and what they were measured on."""
 
@@ -90,6 +106,7 @@ class SensitivityReport:
     data: str | None = None
     seconds: float = 0.0
     recover: str = "none"
+    blocks: list[BlockDrop] = field(default_factory=list)
 
     def ranked(self) -> list[Curve]:
         """Curves from the least to the most sensitive (mean loss over the ratios)."""
@@ -119,9 +136,10 @@ class SensitivityReport:
         try:
             curves = [Curve(str(c["id"]), str(c["anchor"]), int(c["channels"]), [Point(**p) for p in c["points"]])
                       for c in data["curves"]]
+            blocks = [BlockDrop(**b) for b in data.get("blocks") or []]
             return cls(str(data["model"]), str(data["metric"]), float(data["baseline"]), int(data["samples"]),
                        str(data["criterion"]), dict(data.get("input_shapes") or {}), curves, data.get("data"),
-                       float(data.get("seconds", 0.0)), str(data.get("recover", "none")))
+                       float(data.get("seconds", 0.0)), str(data.get("recover", "none")), blocks)
         except (KeyError, TypeError, ValueError) as exc:
             raise OnnxPruneError(f"malformed sensitivity report: {exc}") from None
 
@@ -153,6 +171,15 @@ class SensitivityReport:
                 raise OnnxPruneError(f"the sensitivity report does not match this model: group {g.id} is {g.anchor} "
                                      f"with {g.channels} channels, the report has {found}; was it measured on another "
                                      "model or input shape?")
+        known = {b.id: b.add for b in analysis.removable_blocks}
+        for b in self.blocks:
+            if known.get(b.id) != b.add:
+                raise OnnxPruneError(f"the sensitivity report does not match this model: it drops block {b.id} "
+                                     f"({b.add}), which this model does not have as a removable block")
+
+    def block_losses(self) -> dict[str, float]:
+        """Block id → the measured loss of dropping it alone (empty when not measured)."""
+        return {b.id: b.loss for b in self.blocks}
 
 
 def resolve_metric(metric: str, has_labels: bool, classifier: bool) -> str:
@@ -189,8 +216,9 @@ def check_ratios(ratios) -> list[float]:
 
 
 def measure(spec, ratios=DEFAULT_RATIOS, metric: str = "auto", *, jobs: int = 1, scheduler: str | None = None,
-            progress=None) -> SensitivityReport:
-    """Measure every prunable group's sensitivity curve (see the module doc).
+            progress=None, with_blocks: bool = True) -> SensitivityReport:
+    """Measure every prunable group's sensitivity curve, and (``with_blocks``) the loss of
+    dropping each removable residual block alone (see the module doc).
 
     ``spec`` is an :class:`~onnxprune.runtime.scoring.EvaluatorSpec`; ``jobs`` local processes or
     a Dask ``scheduler`` run one task per group (:mod:`onnxprune.runtime.executors`);
@@ -201,7 +229,8 @@ def measure(spec, ratios=DEFAULT_RATIOS, metric: str = "auto", *, jobs: int = 1,
     import time
 
     from ..runtime.executors import executor
-    from ..runtime.scoring import evaluator_for, group_scores_task
+    from ..runtime.scoring import evaluator_for, group_scores_task, score_plan_task
+    from .depth import drop_plan
 
     start = time.perf_counter()
     ratios = check_ratios(ratios)
@@ -211,13 +240,18 @@ def measure(spec, ratios=DEFAULT_RATIOS, metric: str = "auto", *, jobs: int = 1,
     metric = resolve_metric(metric, local.data.labels is not None, classifier)
     baseline = 0.0 if metric == "rel_mse" else metric_value(local.baseline_score(), metric)
     groups = local.analysis.prunable_groups
+    blocks = local.analysis.removable_blocks if with_blocks else []
     results: dict[str, list[dict]] = {}
+    dropped: dict[str, dict] = {}
     with executor(jobs, scheduler) as pool:
-        futures = {pool.submit(group_scores_task, spec, g.id, ratios): g.id for g in groups}
+        futures = {pool.submit(group_scores_task, spec, g.id, ratios): ("group", g.id) for g in groups}
+        futures.update({pool.submit(score_plan_task, spec, drop_plan(b, spec.criterion).to_dict()): ("block", b.id)
+                        for b in blocks})
         for k, future in enumerate(as_completed(futures), 1):
-            results[futures[future]] = future.result()
+            kind, key = futures[future]
+            (results if kind == "group" else dropped)[key] = future.result()
             if progress:
-                progress(k, len(groups))
+                progress(k, len(futures))
     curves = []
     for g in groups:
         points = []
@@ -229,7 +263,14 @@ def measure(spec, ratios=DEFAULT_RATIOS, metric: str = "auto", *, jobs: int = 1,
                                 accuracy=score["accuracy"], agreement=score["top1_agreement"],
                                 cosine=score["cosine_similarity"], rel_mse=score["relative_mse"]))
         curves.append(Curve(g.id, g.anchor, g.channels, points))
+    drops = []
+    for b in blocks:
+        score = dropped[b.id]
+        value = metric_value(score, metric)
+        drops.append(BlockDrop(b.id, b.add, value, loss_of(value, baseline, metric), 1.0 - score["macs_kept"],
+                               1.0 - score["params_kept"], score["accuracy"], score["top1_agreement"],
+                               score["cosine_similarity"], score["relative_mse"]))
     return SensitivityReport(model=str(spec.model), metric=metric, baseline=baseline, samples=len(local.data),
                              criterion=spec.criterion, input_shapes={k: list(v) for k, v in spec.input_shapes.items()},
                              curves=curves, data=spec.data, seconds=round(time.perf_counter() - start, 3),
-                             recover=spec.recover)
+                             recover=spec.recover, blocks=drops)

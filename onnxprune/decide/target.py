@@ -74,8 +74,12 @@ def meet_target(analysis: Analysis, cost_model: CostModel, at: Callable[[float],
     Errors (``OnnxPruneError``): nothing to count (no MACs, or no params); the target cannot be
     met within ``tolerance``, with the reason.
     """
-    def measure(plan_or_none) -> int:
-        cost = cost_model.cost() if plan_or_none is None else cost_model.cost_without(plan_or_none)
+    from .depth import PlanCost
+
+    plan_cost = PlanCost(analysis, cost_model)
+
+    def measure(plan) -> int:
+        cost = cost_model.cost() if plan is None else plan_cost(plan)
         return cost.macs if budget == "macs" else cost.params
 
     total = measure(None)
@@ -86,7 +90,7 @@ def meet_target(analysis: Analysis, cost_model: CostModel, at: Callable[[float],
         if empty_tensor(plan, analysis) is not None:
             plan = plan.copy()
             fill_empty_tensors(plan, analysis, scores)
-        return measure(plan.removed_units(analysis)) / total
+        return measure(plan) / total
 
     top = max_ratio if top is None else top
     deepest = at(top)
@@ -163,7 +167,7 @@ def _next_group(plan: PruningPlan, scores, floors, closed, round_to: int, order)
 
 def _unreachable(kept, deepest, target, max_ratio, min_channels, round_to, budget, tolerance) -> str:
     """Why no plan reaches ``target``: the cap, or the smallest widths allowed."""
-    floor = PruningPlan(criterion=deepest.criterion)
+    floor = PruningPlan(criterion=deepest.criterion, drop_blocks=list(deepest.drop_blocks))
     for gid, gp in deepest.groups.items():
         n = keep_count(gp.channels, 1.0 - 1e-12, min_channels, round_to)
         floor.groups[gid] = GroupPlan(gp.id, gp.anchor, gp.channels, None, list(range(n)))  # counts set the cost

@@ -1,0 +1,85 @@
+"""Layer fusion after pruning: fold what inference does not need as separate nodes.
+
+The rewrites are onnxscript's pattern rules (``onnxscript.rewriter.rules.common``, maintained by
+the ONNX exporter team of PyTorch), applied with ``onnxscript.rewriter.rewrite``; this module
+only chooses them and reports what they did:
+
+* BatchNormalization folded into the preceding Conv, ConvTranspose or Gemm (the BN's
+  ``gamma / sqrt(var + eps)`` scales the weight's output channels, its shift becomes the bias);
+* a per-channel ``Mul`` and ``Add`` by a constant after a Conv folded into its weight and bias;
+* no-ops removed: ``Dropout`` at inference, ``Cast`` to the same type, ``Expand`` and
+  ``Transpose`` that change nothing, ``x * 1``, ``x + 0``, ``x / 1``, ``x - 0``, two ``Reshape``\\ s
+  or two ``Cast``\\ s in a row.
+
+Every rule is exact up to fp32 round-off: the folded weights are computed once, and the
+products the runtime computes are reassociated. Not done: merging two linear layers with nothing
+nonlinear between them (a 1×1 Conv into the next Conv, Gemm into Gemm); no rule of the library
+does it, and after pruning such pairs are rare.
+
+Graph inputs, outputs, opset and metadata are kept; the result is re-checked by the caller
+(:func:`onnxprune.pipeline.finalize`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import onnx
+
+FUSED_OPS = ("BatchNormalization", "Mul", "Add", "Sub", "Div", "Dropout", "Cast", "Expand", "Transpose", "Reshape",
+             "Identity")
+
+
+@dataclass
+class FuseReport:
+    """Nodes before and after, and per op type the count removed (``{"BatchNormalization": 19}``)."""
+
+    nodes_before: int
+    nodes_after: int
+    removed: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        if not self.removed:
+            return "nothing to fuse"
+        parts = ", ".join(f"{n} {op}" for op, n in sorted(self.removed.items(), key=lambda kv: (-kv[1], kv[0])))
+        return f"fused {parts} ({self.nodes_before} → {self.nodes_after} nodes)"
+
+    def to_dict(self) -> dict:
+        return {"nodes_before": self.nodes_before, "nodes_after": self.nodes_after, "removed": dict(self.removed)}
+
+
+def _rules():
+    from onnxscript.rewriter.rules import common as c
+
+    return [
+        c.fuse_batchnorm_into_conv_rule, c.fuse_batchnorm_into_conv_transpose_rule, c.fuse_batchnorm_into_gemm_rule,
+        c.conv_affine_fusion_rule, c.dropout_inference_rule, c.no_op_cast_rule, c.no_op_expand_rule,
+        c.no_op_transpose_rule, c.mul_by_1_rule, c.add_0_rule, c.div_by_1_rule, c.sub_0_rule, c.reshape_reshape_rule,
+        c.cast_cast_rule,
+    ]
+
+
+def fuse(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FuseReport]:
+    """A fused copy of ``model`` (see the module doc) and what was fused.
+
+    Errors: ``OnnxPruneError`` when onnxscript is not installed or fails on the model.
+    """
+    from ..errors import OnnxPruneError
+
+    try:
+        from onnxscript import rewriter
+    except ImportError:
+        raise OnnxPruneError("fusion needs onnxscript: pip install onnxscript") from None
+    before = Counter(n.op_type for n in model.graph.node)
+    metadata = [(p.key, p.value) for p in model.metadata_props]
+    try:
+        fused = rewriter.rewrite(model, pattern_rewrite_rules=_rules())
+    except Exception as exc:  # the library's own errors: report, never write a half-fused model
+        raise OnnxPruneError(f"fusion failed on this model (onnxscript: {str(exc).splitlines()[0]})") from None
+    if [(p.key, p.value) for p in fused.metadata_props] != metadata:
+        del fused.metadata_props[:]
+        fused.metadata_props.extend(onnx.StringStringEntryProto(key=k, value=v) for k, v in metadata)
+    after = Counter(n.op_type for n in fused.graph.node)
+    removed = {op: before[op] - after.get(op, 0) for op in before if before[op] > after.get(op, 0)}
+    return fused, FuseReport(len(model.graph.node), len(fused.graph.node), removed)
