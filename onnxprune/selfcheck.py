@@ -64,7 +64,7 @@ def kill_channels(analysis: Analysis, removed_units: np.ndarray) -> onnx.ModelPr
 # Ops with f(0) = 0 elementwise (or that only move values): a zero branch stays zero through them.
 _ZERO_KEEPING = {"Relu", "LeakyRelu", "PRelu", "Identity", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze",
                  "Dropout", "Tanh", "Neg", "HardSwish", "Gelu", "Erf", "Elu", "Selu", "Celu", "Mish", "Softsign",
-                 "Resize", "MaxPool", "AveragePool", "Pad", "Slice", "Gather", "Concat"}
+                 "Resize", "MaxPool", "AveragePool", "Pad", "Slice", "Gather", "Concat", "Cast"}
 
 
 def kill_block(model: onnx.ModelProto, block) -> onnx.ModelProto | None:

@@ -166,3 +166,34 @@ def test_cli_analyze_self_check_tf_style_input_name(tmp_path):
     assert data["input_shapes"] == {"input:0": [1, 224, 224, 3]}
     assert data["self_check"]["passed"]
     assert all(g["blocked"] for g in data["groups"] if not g["prunable"])
+
+
+BLOCKS = {  # (removable, listed) residual blocks of each file
+    "ppocr_det": (8, 8), "ppocr_rec": (4, 4), "opennsfw_tf": (12, 16), "opennsfw_torch": (12, 12),
+    "captcha_crnn": (5, 9), "silero_vad_torch": (0, 0), "silero_vad_spox": (0, 0),
+}
+
+
+@pytest.mark.parametrize("case", PARAMS)
+def test_dead_blocks_drop_exactly(case):
+    """The depth oracle on real files: every removable block made dead (``F(x) = 0``) and
+    dropped at once; the outputs stay within 1e-4 (relative to their scale)."""
+    from onnxprune.groups import analyze
+    from onnxprune.selfcheck import kill_block
+    from onnxprune.transform.depth import drop_blocks
+
+    a = analysis_of(case)
+    assert (len(a.removable_blocks), len(a.blocks)) == BLOCKS[case.id]
+    if not a.removable_blocks:
+        return
+    model = a.model
+    for block in a.removable_blocks:
+        model = kill_block(model, block)
+        assert model is not None, f"{block.id} cannot be zeroed"
+    killed = analyze(model, case.shapes)
+    pruned = drop_blocks(onnx.load_from_string(model.SerializeToString()), killed.removable_blocks)
+    onnx.checker.check_model(pruned, full_check=True)
+    x = feeds(model, case.shapes)
+    for ref, got in zip(run(model, x), run(pruned, x)):
+        assert np.abs(ref - got).max() <= 1e-4 * max(1.0, float(np.abs(ref).max()))
+    assert len(pruned.graph.node) < len(model.graph.node)

@@ -85,7 +85,8 @@ class _Graph:
     """Index of one graph: producers, readers, ancestor bitsets (Python ints over node indices,
     graph inputs and initializers as extra bits)."""
 
-    def __init__(self, graph: onnx.GraphProto) -> None:
+    def __init__(self, graph: onnx.GraphProto, types: dict[str, int] | None = None) -> None:
+        self.types = types or {}  # element types, where known (to see no-op Casts)
         self.nodes = list(graph.node)
         self.consts = {t.name: t for t in graph.initializer}
         self.outputs = {o.name for o in graph.output}
@@ -126,11 +127,20 @@ class _Graph:
         return name in self.consts
 
     def through_identity(self, name: str) -> str:
-        """``name`` with any chain of ``Identity`` nodes before it skipped."""
-        while name in self.producer and self.nodes[self.producer[name]].op_type == "Identity" \
-                and self.nodes[self.producer[name]].domain in ("", "ai.onnx"):
-            name = self.nodes[self.producer[name]].input[0]
+        """``name`` with any chain of ``Identity`` nodes (and ``Cast`` nodes to the type their
+        input already has, as some exporters write them) before it skipped."""
+        while name in self.producer:
+            node = self.nodes[self.producer[name]]
+            if node.domain not in ("", "ai.onnx") or not (node.op_type == "Identity" or self._noop_cast(node)):
+                break
+            name = node.input[0]
         return name
+
+    def _noop_cast(self, node) -> bool:
+        if node.op_type != "Cast":
+            return False
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        return to is not None and self.types.get(node.input[0]) == to
 
 
 def find_blocks(model: onnx.ModelProto, shapes: dict, node_macs: dict[str, int] | None = None) -> list[ResidualBlock]:
@@ -142,7 +152,7 @@ def find_blocks(model: onnx.ModelProto, shapes: dict, node_macs: dict[str, int] 
     ``Add``s of two branches of a common tensor (not removable: the shortcut is not the
     identity). Other ``Add``s (biases, broadcasts, unrelated tensors) are not blocks.
     """
-    g = _Graph(model.graph)
+    g = _Graph(model.graph, _types(model) if any(n.op_type == "Cast" for n in model.graph.node) else None)
     node_macs = node_macs or {}
     blocks: list[ResidualBlock] = []
     for i, node in enumerate(g.nodes):
@@ -158,6 +168,17 @@ def find_blocks(model: onnx.ModelProto, shapes: dict, node_macs: dict[str, int] 
                                if g.consts[name].data_type in _FLOAT_TYPES)
         blocks.append(found)
     return blocks
+
+
+def _types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every tensor onnx shape inference can type."""
+    from ..graph.shapes import infer_value_info
+
+    types = {t.name: t.data_type for t in model.graph.initializer}
+    for vi in list(model.graph.input) + list(model.graph.output) + infer_value_info(model):
+        if vi.type.HasField("tensor_type"):
+            types[vi.name] = vi.type.tensor_type.elem_type
+    return types
 
 
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
@@ -180,7 +201,9 @@ def _block_at(g: _Graph, i: int, node: onnx.NodeProto, shapes: dict) -> Residual
     common = g.tensor_bits(a) & g.tensor_bits(b)
     if not common:
         return None  # two unrelated tensors: not a residual
-    via = _shortcut_node(g, a, b, common)
+    via = _projection(g, a, b, common)
+    if via is None:
+        return None  # two branches of one tensor, not shaped like a residual block (gates, merges)
     return ResidualBlock("", node.name, a, b, y, reason=f"the shortcut is not the identity: it goes through node "
                                                         f"{via} (a projection or downsample)")
 
@@ -202,18 +225,33 @@ def _identity_block(g: _Graph, node, shortcut: str, branch: str, y: str) -> Resi
     return block
 
 
-def _shortcut_node(g: _Graph, a: str, b: str, common: int) -> str:
-    """The producer of the operand with the shorter path from the operands' latest common
-    ancestor: the projection of a non-identity shortcut."""
-    latest = (common & ((1 << len(g.nodes)) - 1)).bit_length() - 1  # nodes only, not graph inputs
+_LAYERS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
-    def path_length(name: str) -> int:
-        bits = (g.tensor_bits(name) & ((1 << len(g.nodes)) - 1)) >> (latest + 1)
-        return bin(bits).count("1")
 
-    side = a if path_length(a) <= path_length(b) else b
-    p = g.producer.get(side)
-    return g.nodes[p].name if p is not None else side
+def _projection(g: _Graph, a: str, b: str, common: int) -> str | None:
+    """For an ``Add`` of two paths from their latest common ancestor: the first node of the
+    shorter path when it looks like a projection shortcut (at most 3 nodes, one of them a Conv,
+    Gemm or MatMul, or a pooling) beside a longer branch with a layer of its own, both computed
+    from that ancestor alone, which the branch reads once; else None."""
+    nodes_mask = (1 << len(g.nodes)) - 1
+    latest = (common & nodes_mask).bit_length() - 1  # nodes only, not graph inputs
+
+    def path(name: str) -> list[int]:
+        bits = (g.tensor_bits(name) & nodes_mask) >> (latest + 1)
+        return [latest + 1 + k for k in range(bits.bit_length()) if bits >> k & 1]
+
+    short, long = sorted((path(a), path(b)), key=len)
+    ops = lambda idx: {g.nodes[k].op_type for k in idx}  # noqa: E731
+    if not short or len(short) > 3 or len(long) <= len(short) or not ops(long) & _LAYERS:
+        return None
+    if latest < 0 or not all(g.ancestors[k] >> latest & 1 for k in short + long):
+        return None  # not two branches of one tensor
+    source = set(g.nodes[latest].output)
+    if sum(1 for k in long if source & g.reads[k]) != 1:
+        return None  # the block input is read once by a branch; an LSTM's state path reads it at every step
+    if not ops(short) & (_LAYERS | {"AveragePool", "MaxPool"}):
+        return None
+    return g.nodes[short[0]].name
 
 
 def nonnegative(g: _Graph, name: str, _seen: dict | None = None) -> bool:

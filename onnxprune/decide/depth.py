@@ -113,7 +113,8 @@ def _branch_norm(g, inits, block: ResidualBlock) -> float:
             name = node.input[1 - consts[0]]
         elif op == "Add" and len(consts) == 1:
             name = node.input[1 - consts[0]]
-        elif op in ("Mul", "Relu", "Identity", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Dropout"):
+        elif op in ("Mul", "Relu", "Identity", "Cast", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze",
+                    "Dropout"):
             name = node.input[0]
         else:
             break
