@@ -55,9 +55,14 @@ saving."""
 class PruneOptions:
     """What to prune and how much (see ``onnxprune prune --help``).
 
-    Exactly one amount: ``ratio`` (uniform, or global with ``global_rank``), ``target_macs``
-    (fraction of MACs to keep, met within 0.02 by :mod:`onnxprune.decide.target`), or ``plan``.
-    A plan that removes nothing is refused unless ``allow_noop``.
+    At most one width amount: ``ratio`` (uniform, or global with ``global_rank``),
+    ``target_macs`` or ``target_params`` (fraction to keep, met within 0.02 by
+    :mod:`onnxprune.decide.target`), or ``plan``; and at most one depth amount: ``drop_blocks``
+    (residual block ids or Add names), ``drop_count`` (the lowest by ``block_criterion``) or
+    ``depth_ratio``. With both, the budget counts the dropped blocks. ``mix_blocks`` lets the
+    sensitivity and evolution schedules drop blocks themselves. ``fuse`` (default) folds BN and
+    per-channel scales after pruning (:mod:`onnxprune.transform.fuse`). A plan that removes
+    nothing is refused unless ``allow_noop``.
     """
 
     criterion: str = "l1"
@@ -86,7 +91,7 @@ class PruneOptions:
     drop_count: int | None = None
     depth_ratio: float | None = None
     block_criterion: str = "norm"
-    fuse: bool = False
+    fuse: bool = True
     mix_blocks: bool = False
 
     @property
@@ -198,6 +203,7 @@ class PruneResult:
     recovery: RecoveryReport | None = None
     blocks_dropped: list[str] = field(default_factory=list)
     blocks_removable: int = 0
+    fusion: object | None = None  # a FuseReport (onnxprune.transform.fuse) when fused
 
     def notes_text(self, spell=None) -> list[str]:
         """:attr:`notes` with their options spelled by ``spell`` (default: Python parameter names;
@@ -216,6 +222,7 @@ class PruneResult:
             "input_shapes": {k: list(v) for k, v in self.input_shapes.items()}, "noop": self.noop,
             "schedule": self.schedule, "recovery": self.recovery.to_dict() if self.recovery else None,
             "blocks_dropped": list(self.blocks_dropped), "blocks_removable": self.blocks_removable,
+            "fusion": self.fusion.to_dict() if self.fusion is not None else None,
             "notes": self.notes_text(spell), "seconds": round(self.seconds, 3),
         }
 
@@ -467,7 +474,7 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
     step("rewriting")
     model = drop_blocks(apply_removal(analysis, removed), blocks)
     before, after = cost_model.cost(), cost_model.dropping(dropped).cost_without(removed)
-    recovery = None
+    recovery = fusion = None
     if options.recover != "none" and (len(removed) or blocks):
         step(f"recovering ({options.recover})")
         data = calibration_data(analysis.model, options)
@@ -483,12 +490,11 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
                          f"{recovery.loss_with:.4g} against {recovery.loss_without:.4g} without it): it was undone")
         else:
             after = Cost(after.macs, after.params + recovery.added_params)
-    if options.fuse:
+    if options.fuse and (len(removed) or blocks):  # an unchanged copy stays unchanged
         from .transform.fuse import fuse
 
         step("fusing")
         model, fusion = fuse(model)
-        notes.append(fusion.describe())
         after = Cost(after.macs, float_params(model))
     pruned = sum(1 for g in plan.groups.values() if g.removed)
     blocked = sum(1 for g in analysis.groups if not g.prunable)
@@ -499,6 +505,7 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
                        notes, time.perf_counter() - start, criterion=criterion,
                        input_shapes=_input_shapes(analysis), noop=not len(removed) and not blocks,
                        blocks_dropped=[b.id for b in blocks], blocks_removable=len(analysis.removable_blocks),
+                       fusion=fusion,
                        schedule=plan.meta.get("schedule", "plan" if options.plan is not None else
                                               "global" if options.global_rank else options.schedule),
                        recovery=recovery)

@@ -49,7 +49,7 @@ from .common import Column, Output, flag, handle_errors, input_shape_option, jso
                    "--data, or the metric's measured drop on --data.")
 @click.option("--mix-blocks", is_flag=True,
               help="Let the sensitivity or evolution schedule drop residual blocks too, under the same target.")
-@click.option("--fuse/--no-fuse", default=False, show_default=True,
+@click.option("--fuse/--no-fuse", default=True, show_default=True,
               help="After pruning, fold BatchNorm and per-channel scales into the layers before them and drop no-op "
                    "nodes (onnxscript's rewrite rules; exact up to fp32 round-off).")
 @click.option("--criterion", type=click.Choice(["l1", "l2", "bn-scale", "fpgm", "random"]), default="l1", show_default=True,
@@ -73,12 +73,14 @@ def prune(model, output, ratio, target_macs, plan_path, target_params, schedule,
           input_shape, json_path, fmt, quiet, verbose):
     """Remove channels (and residual blocks) from MODEL and write the smaller model to OUTPUT.
 
-    Give exactly one width amount: --ratio, --target-macs, --target-params, or --plan with an
-    existing plan file; and/or a depth amount: --drop-blocks or --depth-ratio. The sensitivity and evolution schedules need a target and calibration data
+    Give exactly one amount for the width: --ratio, --target-macs, --target-params, or --plan
+    with an existing plan file; and/or one for the depth: --drop-blocks or --depth-ratio. The sensitivity and evolution schedules need a target and calibration data
     (--data; the sensitivity schedule can reuse curves with --sensitivity-from instead);
     --recover repairs the result on --data.
 
-    The output passes onnx.checker (full check) and runs in onnxruntime before it is written.
+    After pruning, BatchNorm and per-channel scales are folded into the layers before them
+    (--no-fuse keeps them). The output passes onnx.checker (full check) and runs in onnxruntime
+    before it is written.
     All outputs (model, plan, JSON) are written atomically, all or none, and never over a file
     that the command reads. Graph inputs, outputs, opset and dynamic dims are kept. A plan that
     removes nothing is an error unless --allow-noop.
@@ -154,6 +156,8 @@ def _print(out: Output, model, output, result, round_to, plan_out) -> None:
     out.line(f"groups: {result.groups_pruned} pruned, {result.groups_blocked} blocked, {result.groups_untouched} "
              f"untouched{blocks} | schedule {result.schedule} | criterion {result.criterion}{recovery} | at {shapes} | "
              f"{result.seconds:.2f} s")
+    if result.fusion is not None and result.fusion.removed:
+        out.line(result.fusion.describe())
     if out.verbose:
         kept = [[gp.id, gp.anchor, str(gp.channels), str(len(gp.keep)), f"{gp.removed / gp.channels:.1%}"]
                 for gp in result.plan.groups.values()]

@@ -16,7 +16,9 @@ products the runtime computes are reassociated. Not done: merging two linear lay
 nonlinear between them (a 1×1 Conv into the next Conv, Gemm into Gemm); no rule of the library
 does it, and after pruning such pairs are rare.
 
-Graph inputs, outputs, opset and metadata are kept; the result is re-checked by the caller
+Node names are kept: a fused node takes the name of the node of its op type that it replaces
+(a Conv that absorbed a BatchNormalization keeps the Conv's name). Graph inputs, outputs, opset
+and metadata are kept; the result is re-checked by the caller
 (:func:`onnxprune.pipeline.finalize`).
 """
 
@@ -80,6 +82,27 @@ def fuse(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FuseReport]:
     if [(p.key, p.value) for p in fused.metadata_props] != metadata:
         del fused.metadata_props[:]
         fused.metadata_props.extend(onnx.StringStringEntryProto(key=k, value=v) for k, v in metadata)
+    _restore_names(model, fused)
     after = Counter(n.op_type for n in fused.graph.node)
     removed = {op: before[op] - after.get(op, 0) for op in before if before[op] > after.get(op, 0)}
     return fused, FuseReport(len(model.graph.node), len(fused.graph.node), removed)
+
+
+def _restore_names(before: onnx.ModelProto, after: onnx.ModelProto) -> None:
+    """Give each node of ``after`` the name of the node of ``before`` it stands for: the producer
+    of its first output, or the first node of its op type up that producer's chain of first
+    inputs (BN → Conv). Names stay unique; a node with no counterpart keeps its own."""
+    producer = {o: n for n in before.graph.node for o in n.output if o}
+    used: set[str] = set()
+    for node in after.graph.node:
+        source = producer.get(node.output[0]) if node.output else None
+        for _ in range(8):
+            if source is None or source.op_type == node.op_type:
+                break
+            source = producer.get(source.input[0]) if source.input else None
+        if source is not None and source.op_type == node.op_type and source.name not in used:
+            node.name = source.name
+        base, k = node.name, 1
+        while node.name in used:
+            node.name, k = f"{base}_{k}", k + 1
+        used.add(node.name)
