@@ -58,14 +58,17 @@ def prune(model: PathLike, output: PathLike, *, ratio: float | None = None, targ
           metric: str = "auto", evaluations: int = 300, jobs: int = 1, scheduler: str | None = None,
           global_rank: bool = False, max_ratio: float = 0.9, round_to: int = 1, min_channels: int = 1,
           exclude: Sequence[str] = (), seed: int = 0, allow_noop: bool = False, input_shapes: Shapes = None,
-          plan_out: PathLike | None = None) -> PruneResult:
+          plan_out: PathLike | None = None, drop_blocks: int | Sequence[str] | None = None,
+          depth_ratio: float | None = None, block_criterion: str = "norm", mix_blocks: bool = False,
+          fuse: bool = True) -> PruneResult:
     """Prune ``model`` into ``output``: give exactly one of ``ratio`` (the fraction of each
     group's channels to remove), ``target_macs`` or ``target_params`` (the fraction of MACs or
     params to keep, met within 0.02) or ``plan`` (a :class:`PruningPlan` or the path of a saved
     one). ``schedule`` is ``uniform``, ``global``, ``sensitivity`` (curves from ``sensitivity``,
     or measured on ``data``) or ``evolution`` (searched on ``data``); ``recover`` (``bn`` or
-    ``reconstruct``) repairs the result on ``data``. The other parameters are ``onnxprune
-    prune``'s options. Returns a :class:`PruneResult` (``before`` and ``after`` costs, ``plan``,
+    ``reconstruct``) repairs the result on ``data``. Depth: ``drop_blocks`` (a count, or residual
+    block ids / Add names) or ``depth_ratio``, alone or with a width amount. ``fuse`` folds BN
+    after pruning. The other parameters are ``onnxprune prune``'s options. Returns a :class:`PruneResult` (``before`` and ``after`` costs, ``plan``,
     ``notes``, ``recovery``). The output is checked, and written atomically; it never replaces
     ``model`` or a file it reads. Errors: ``OnnxPruneError``."""
     if plan is not None and not isinstance(plan, PruningPlan):
@@ -77,7 +80,10 @@ def prune(model: PathLike, output: PathLike, *, ratio: float | None = None, targ
                            exclude=tuple(exclude), plan=plan, seed=seed, allow_noop=allow_noop, schedule=schedule,
                            target_params=target_params, sensitivity=sensitivity,
                            data=None if data is None else str(data), calib_samples=calib_samples, metric=metric,
-                           evaluations=evaluations, jobs=jobs, scheduler=scheduler, recover=recover)
+                           evaluations=evaluations, jobs=jobs, scheduler=scheduler, recover=recover,
+                           drop_blocks=() if drop_blocks is None or isinstance(drop_blocks, int) else tuple(drop_blocks),
+                           drop_count=drop_blocks if isinstance(drop_blocks, int) else None, depth_ratio=depth_ratio,
+                           block_criterion=block_criterion, mix_blocks=mix_blocks, fuse=fuse)
     return prune_file(model, output, options, _shapes(input_shapes), plan_out=plan_out)
 
 
