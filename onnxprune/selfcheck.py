@@ -159,6 +159,7 @@ class SelfCheck:
     macs_planned: int
     macs_measured: int
     macs_before: int
+    blocks_checked: int = 0
 
     @property
     def passed(self) -> bool:
@@ -170,25 +171,36 @@ class SelfCheck:
 
 
 def self_check(analysis: Analysis, fraction: float = 0.5, seed: int = 0) -> SelfCheck:
-    """Run the dead-channel oracle on ``analysis.model`` (see the module doc).
+    """Run the dead-channel oracle on ``analysis.model`` (see the module doc), and the depth
+    oracle on every other removable residual block (its branch zeroed, then dropped).
 
     Removes ``fraction`` of every prunable group's channels after killing them, compares the
     outputs on seeded random inputs in onnxruntime, and recounts the MACs on the rewritten graph.
     Errors: ``OnnxPruneError`` if the model has dynamic dims the analysis could not fix.
     """
+    from .decide.depth import dropped_nodes
+    from .transform.depth import drop_blocks
+
     plan = dead_channel_plan(analysis, fraction, seed)
     fill_empty_tensors(plan, analysis, {})  # e.g. a whole Split output: give one channel back
     removed = plan.removed_units(analysis)
     killed = kill_channels(analysis, removed)
+    dead_blocks = []
+    for block in analysis.removable_blocks[::2]:  # every other block: dead and live ones side by side
+        candidate = kill_block(killed, block)
+        if candidate is not None:
+            killed, dead_blocks = candidate, dead_blocks + [block.add]
     killed_analysis = analyze(killed, analysis.input_shapes)
-    pruned = apply_removal(killed_analysis, removed)
+    blocks = [b for b in killed_analysis.removable_blocks if b.add in dead_blocks]
+    pruned = drop_blocks(apply_removal(killed_analysis, removed), blocks)
     feeds = random_feeds(analysis, seed)
     reference, candidate = run(killed, feeds), run(pruned, feeds)
     error = max((float(np.abs(a - b).max()) for a, b in zip(reference, candidate)), default=0.0)
     scale = max((float(np.abs(a).max()) for a in reference if a.size), default=0.0)
     cost = CostModel(killed_analysis)
+    planned = cost.dropping(dropped_nodes(killed_analysis, blocks)).cost_without(removed)
     return SelfCheck(
         groups_checked=len(plan.groups), channels_removed=int(len(removed)), max_abs_error=error, output_scale=scale,
-        macs_planned=cost.cost_without(removed).macs, macs_measured=CostModel(analyze(pruned, analysis.input_shapes)).cost().macs,
-        macs_before=cost.cost().macs,
+        macs_planned=planned.macs, macs_measured=CostModel(analyze(pruned, analysis.input_shapes)).cost().macs,
+        macs_before=cost.cost().macs, blocks_checked=len(blocks),
     )

@@ -118,8 +118,9 @@ def _print(out: Output, model, report: dict, details: bool, plot_path) -> None:
     check = report.get("self_check")
     if check:
         verdict = "passed" if check["passed"] else "FAILED"
+        blocks = f" and {check['blocks_checked']} dead residual blocks dropped" if check.get("blocks_checked") else ""
         out.line(f"self-check {verdict}: {check['channels_removed']} dead channels in {check['groups_checked']} groups "
-                 f"removed; max abs output error {check['max_abs_error']:.3g}; MACs planned "
+                 f"removed{blocks}; max abs output error {check['max_abs_error']:.3g}; MACs planned "
                  f"{human(check['macs_planned'])}, measured {human(check['macs_measured'])}")
     if plot_path is not None:
         out.line(f"plot written to {plot_path}")
