@@ -10,12 +10,12 @@ any training, at about ``--target`` of the MACs:
   calibration split (``--block-criterion drop``), as many as it takes to come closest to the
   target (``prune --drop-blocks NAMES``); when all removable blocks together save less, all of
   them, and the MACs kept are reported;
-* ``depth+width``: half of those blocks, then width to the target;
+* ``depth+width``: half of those blocks, then width to the target (also with ``--round-to 8``);
 
 each with ``--recover none`` and ``--recover reconstruct`` (on ``mnist_calib.npz``, 500 training
 digits). Accuracy is on the 1,000 held-out digits of ``mnist_test.npz``.
 
-Latency: the original and the four ``reconstruct`` models of the first seed, timed side by side
+Latency: the original and the five ``reconstruct`` models of the first seed, timed side by side
 in one interleaved onnxruntime CPU run (``onnxprune.runtime.bench``) at batch 1 and at batch 32;
 each speedup is set against the ideal (MACs before / MACs after).
 
@@ -89,6 +89,7 @@ def run(arch: str, seed: int, folder: Path, target: float, work: Path) -> tuple[
         "width, round-to 8": dict(target_macs=target, round_to=8),
         "depth": dict(drop_blocks=tuple(depth)),
         "depth+width": dict(drop_blocks=tuple(half), target_macs=target),
+        "depth+width, round-to 8": dict(drop_blocks=tuple(half), target_macs=target, round_to=8),
     }
     rows, files = [], {}
     base = verify(model, model, data_path=test, batch_size=250).outputs[0].accuracy_original
@@ -133,7 +134,7 @@ def table(rows: list[dict], timings: list[dict]) -> None:
         base = [r["accuracy_original"] for r in rows if r["arch"] == arch and r["method"] == "width"
                 and r["recover"] == "none"]
         print(f"| {arch} | original | | 1.000 | {100 * np.mean(base):.2f} ± {100 * np.std(base):.2f}% | |")
-        for method in ("width", "width, round-to 8", "depth", "depth+width"):
+        for method in ("width", "width, round-to 8", "depth", "depth+width", "depth+width, round-to 8"):
             cells = []
             for recover in ("none", "reconstruct"):
                 acc = [r["accuracy"] for r in rows if r["arch"] == arch and r["method"] == method and r["recover"] == recover]
