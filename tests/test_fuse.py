@@ -64,9 +64,22 @@ def test_fuse_keeps_interface_and_reports():
     y = g.unary("Identity", g.relu(g.bn(g.conv(x, 8))))
     model = g.output(g.conv(y, 4)).model()
     fused, report = fuse(model)
-    assert report.removed.get("BatchNormalization") == 1
+    assert report.removed.get("BatchNormalization") == 1 and report.removed.get("Identity") == 1
+    assert [n.name for n in fused.graph.node] == ["conv0", "relu0", "conv1"]
     assert [i.name for i in fused.graph.input] == [i.name for i in model.graph.input]
     assert [o.name for o in fused.graph.output] == [o.name for o in model.graph.output]
     assert fused.opset_import[0].version == 13
     onnx.checker.check_model(fused, full_check=True)
     assert "BatchNormalization" in report.describe()
+
+
+def test_matmul_and_bias_become_one_gemm():
+    g = Builder(opset=17)
+    x = g.input([4, 16])
+    y = g.add(g.matmul(x, 8), g.random([8]))
+    model = g.output(g.relu(y)).model()
+    fused, report = fuse(model)
+    assert [n.op_type for n in fused.graph.node] == ["Gemm", "Relu"]
+    feeds = {"x": np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)}
+    ref, got = outputs(model, feeds)[0], outputs(fused, feeds)[0]
+    assert np.abs(ref - got).max() <= 1e-5 * max(1.0, float(np.abs(ref).max()))

@@ -7,9 +7,10 @@ only chooses them and reports what they did:
 * BatchNormalization folded into the preceding Conv, ConvTranspose or Gemm (the BN's
   ``gamma / sqrt(var + eps)`` scales the weight's output channels, its shift becomes the bias);
 * a per-channel ``Mul`` and ``Add`` by a constant after a Conv folded into its weight and bias;
-* no-ops removed: ``Dropout`` at inference, ``Cast`` to the same type, ``Expand`` and
-  ``Transpose`` that change nothing, ``x * 1``, ``x + 0``, ``x / 1``, ``x - 0``, two ``Reshape``\\ s
-  or two ``Cast``\\ s in a row.
+* a 2-D ``MatMul`` followed by a bias ``Add`` merged into one ``Gemm``;
+* no-ops removed: ``Identity`` (onnx_ir's ``IdentityEliminationPass``), ``Dropout`` at
+  inference, ``Cast`` to the same type, ``Expand`` and ``Transpose`` that change nothing,
+  ``x * 1``, ``x + 0``, ``x / 1``, ``x - 0``, two ``Reshape``\\ s or two ``Cast``\\ s in a row.
 
 Every rule is exact up to fp32 round-off: the folded weights are computed once, and the
 products the runtime computes are reassociated. Not done: merging two linear layers with nothing
@@ -58,7 +59,7 @@ def _rules():
         c.fuse_batchnorm_into_conv_rule, c.fuse_batchnorm_into_conv_transpose_rule, c.fuse_batchnorm_into_gemm_rule,
         c.conv_affine_fusion_rule, c.dropout_inference_rule, c.no_op_cast_rule, c.no_op_expand_rule,
         c.no_op_transpose_rule, c.mul_by_1_rule, c.add_0_rule, c.div_by_1_rule, c.sub_0_rule, c.reshape_reshape_rule,
-        c.cast_cast_rule,
+        c.cast_cast_rule, c.matmul_add_to_gemm_rule,
     ]
 
 
@@ -76,7 +77,11 @@ def fuse(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FuseReport]:
     before = Counter(n.op_type for n in model.graph.node)
     metadata = [(p.key, p.value) for p in model.metadata_props]
     try:
-        fused = rewriter.rewrite(model, pattern_rewrite_rules=_rules())
+        import onnx_ir as ir
+        from onnx_ir.passes.common import IdentityEliminationPass
+
+        graph = rewriter.rewrite(ir.serde.deserialize_model(model), pattern_rewrite_rules=_rules())
+        fused = ir.serde.serialize_model(IdentityEliminationPass()(graph).model)
     except Exception as exc:  # the library's own errors: report, never write a half-fused model
         raise OnnxPruneError(f"fusion failed on this model (onnxscript: {str(exc).splitlines()[0]})") from None
     if [(p.key, p.value) for p in fused.metadata_props] != metadata:
