@@ -17,7 +17,8 @@ products the runtime computes are reassociated. Not done: merging two linear lay
 nonlinear between them (a 1×1 Conv into the next Conv, Gemm into Gemm); no rule of the library
 does it, and after pruning such pairs are rare.
 
-Node names are kept: a fused node takes the name of the node of its op type that it replaces
+Initializers no node read in the input are kept, as they were, and the others keep their
+order. Node names are kept: a fused node takes the name of the node of its op type that it replaces
 (a Conv that absorbed a BatchNormalization keeps the Conv's name). Graph inputs, outputs, opset
 and metadata are kept; the result is re-checked by the caller
 (:func:`onnxprune.pipeline.finalize`).
@@ -88,6 +89,7 @@ def fuse(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FuseReport]:
         del fused.metadata_props[:]
         fused.metadata_props.extend(onnx.StringStringEntryProto(key=k, value=v) for k, v in metadata)
     _restore_names(model, fused)
+    _restore_initializers(model, fused)
     after = Counter(n.op_type for n in fused.graph.node)
     removed = {op: before[op] - after.get(op, 0) for op in before if before[op] > after.get(op, 0)}
     return fused, FuseReport(len(model.graph.node), len(fused.graph.node), removed)
@@ -111,3 +113,22 @@ def _restore_names(before: onnx.ModelProto, after: onnx.ModelProto) -> None:
         while node.name in used:
             node.name, k = f"{base}_{k}", k + 1
         used.add(node.name)
+
+
+def _restore_initializers(before: onnx.ModelProto, after: onnx.ModelProto) -> None:
+    """Put back the initializers that nothing read in ``before`` (the library drops them; this
+    project never removes what it did not make unread), and order all of them as in ``before``
+    (new ones last, in their order)."""
+    read = {name for n in before.graph.node for name in n.input} | {o.name for o in before.graph.output}
+    present = {t.name for t in after.graph.initializer}
+    position = {t.name: k for k, t in enumerate(before.graph.initializer)}
+    tensors = list(after.graph.initializer)
+    tensors += [t for t in before.graph.initializer if t.name not in read and t.name not in present]
+    tensors.sort(key=lambda t: position.get(t.name, len(position)))
+    copies = []
+    for t in tensors:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(t)
+        copies.append(copy)
+    del after.graph.initializer[:]
+    after.graph.initializer.extend(copies)
