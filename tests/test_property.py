@@ -26,7 +26,7 @@ import randgraph as rg
 
 FAST = settings(max_examples=60, deadline=None, derandomize=True, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-SLOW = settings(FAST, max_examples=400)
+SLOW = settings(FAST, max_examples=250)
 
 models = rg.cnn_models()
 
