@@ -457,7 +457,7 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
     start = time.perf_counter()
     step("planning")
     cost_model = CostModel(analysis)
-    if not analysis.prunable_groups and not options.depth:
+    if not analysis.prunable_groups and not options.depth and not (options.plan and options.plan.drop_blocks):
         plan, notes = PruningPlan(criterion=options.criterion), []
         options.validate()
     else:

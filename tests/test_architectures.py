@@ -18,8 +18,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from models import ARCHITECTURES, build  # noqa: E402
-from models.export import export_onnx  # noqa: E402
+from models import ARCHITECTURES  # noqa: E402
 from onnxprune.cost import CostModel  # noqa: E402
 from onnxprune.groups import analyze  # noqa: E402
 from onnxprune.pipeline import PruneOptions, load_and_analyze, prune_file  # noqa: E402
@@ -31,20 +30,6 @@ from oracle import dead_channel_plan, kill_channels, random_feeds, run  # noqa: 
 FAST = [name for name in ARCHITECTURES if name != "resnet50"]
 CASES = [pytest.param(name, fold, id=f"{name}-{'folded' if fold else 'bn'}") for name in FAST for fold in (False, True)]
 CASES.append(pytest.param("resnet50", True, id="resnet50-folded", marks=pytest.mark.slow))
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    cache: dict = {}
-
-    def get(name: str, fold: bool) -> str:
-        if (name, fold) not in cache:
-            path = tmp_path_factory.mktemp("models") / f"{name}-{fold}.onnx"
-            export_onnx(build(name), path, ARCHITECTURES[name].input_shape, fold_bn=fold, dynamic_batch=True)
-            cache[name, fold] = str(path)
-        return cache[name, fold]
-
-    return get
 
 
 @pytest.mark.parametrize("name, fold", CASES)

@@ -142,8 +142,7 @@ def test_nested_blocks_dropped_together_are_counted_once():
 # ---------------------------------------------------------------- architectures
 torch = pytest.importorskip("torch")
 
-from models import ARCHITECTURES, build  # noqa: E402
-from models.export import export_onnx  # noqa: E402
+from models import ARCHITECTURES  # noqa: E402
 
 EXPECTED = {  # removable blocks / all listed blocks
     "resnet20": (7, 9), "resnet56": (25, 27), "mobilenetv2": (10, 10), "yolo_c2f": (6, 6), "se_resnet": (4, 6),
@@ -154,20 +153,6 @@ EXPECTED = {  # removable blocks / all listed blocks
 WITH_BLOCKS = [n for n in ARCHITECTURES if EXPECTED[n][0] and n != "resnet50"]
 CASES = [pytest.param(n, fold, id=f"{n}-{'folded' if fold else 'bn'}") for n in WITH_BLOCKS for fold in (False, True)]
 CASES.append(pytest.param("resnet50", True, id="resnet50-folded", marks=pytest.mark.slow))
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    cache: dict = {}
-
-    def get(name: str, fold: bool) -> str:
-        if (name, fold) not in cache:
-            path = tmp_path_factory.mktemp("depth") / f"{name}-{fold}.onnx"
-            export_onnx(build(name), path, ARCHITECTURES[name].input_shape, fold_bn=fold, dynamic_batch=True)
-            cache[name, fold] = str(path)
-        return cache[name, fold]
-
-    return get
 
 
 @pytest.mark.parametrize("name", [n for n in ARCHITECTURES if n != "resnet50"])

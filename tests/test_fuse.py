@@ -16,8 +16,7 @@ from onnxprune.transform.fuse import fuse
 
 torch = pytest.importorskip("torch")
 
-from models import ARCHITECTURES, build  # noqa: E402
-from models.export import export_onnx  # noqa: E402
+from models import ARCHITECTURES  # noqa: E402
 
 # BN that follows no Conv, ConvTranspose or Gemm (DenseNet's pre-activation BN after a Concat)
 # has no producer to fold into; a ReLU stands between it and the next Conv.
@@ -31,9 +30,8 @@ def outputs(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("name", [n for n in ARCHITECTURES if n != "resnet50"])
-def test_pruned_and_fused(tmp_path, name):
-    path = tmp_path / f"{name}.onnx"
-    export_onnx(build(name), path, ARCHITECTURES[name].input_shape, fold_bn=False, dynamic_batch=True)
+def test_pruned_and_fused(exported, name):
+    path = exported(name, False)
     a = load_and_analyze(path)
     depth = {"drop_count": 1} if a.removable_blocks else {}
     plain = prune_model(a, PruneOptions(ratio=0.5, fuse=False, **depth), model_path=path)

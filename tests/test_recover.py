@@ -15,8 +15,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from models import ARCHITECTURES, build  # noqa: E402
-from models.export import export_onnx  # noqa: E402
+from models import ARCHITECTURES  # noqa: E402
 from onnxprune.decide.plan import fill_empty_tensors  # noqa: E402
 from onnxprune.errors import OnnxPruneError  # noqa: E402
 from onnxprune.groups import analyze  # noqa: E402
@@ -37,20 +36,6 @@ CASES = [pytest.param(name, fold, method, id=f"{name}-{'folded' if fold else 'bn
                       marks=[pytest.mark.slow] if name in SLOW else [])
          for name in ARCHITECTURES for fold in (False, True) for method in ("bn", "reconstruct")
          if fold or name != "resnet50"]
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    cache: dict = {}
-
-    def get(name: str, fold: bool) -> str:
-        if (name, fold) not in cache:
-            path = tmp_path_factory.mktemp("models") / f"{name}-{fold}.onnx"
-            export_onnx(build(name), path, ARCHITECTURES[name].input_shape, fold_bn=fold, dynamic_batch=True)
-            cache[name, fold] = str(path)
-        return cache[name, fold]
-
-    return get
 
 
 def random_data(analysis, n: int = 6, seed: int = 3) -> Dataset:
