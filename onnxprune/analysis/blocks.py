@@ -81,7 +81,7 @@ class ResidualBlock:
         return {**asdict(self), "removable": self.removable}
 
 
-class _Graph:
+class GraphIndex:
     """Index of one graph: producers, readers, ancestor bitsets (Python ints over node indices,
     graph inputs and initializers as extra bits)."""
 
@@ -152,7 +152,7 @@ def find_blocks(model: onnx.ModelProto, shapes: dict, node_macs: dict[str, int] 
     ``Add``s of two branches of a common tensor (not removable: the shortcut is not the
     identity). Other ``Add``s (biases, broadcasts, unrelated tensors) are not blocks.
     """
-    g = _Graph(model.graph, _types(model) if any(n.op_type == "Cast" for n in model.graph.node) else None)
+    g = GraphIndex(model.graph, _types(model) if any(n.op_type == "Cast" for n in model.graph.node) else None)
     node_macs = node_macs or {}
     blocks: list[ResidualBlock] = []
     for i, node in enumerate(g.nodes):
@@ -184,7 +184,7 @@ def _types(model: onnx.ModelProto) -> dict[str, int]:
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 
 
-def _block_at(g: _Graph, i: int, node: onnx.NodeProto, shapes: dict) -> ResidualBlock | None:
+def _block_at(g: GraphIndex, i: int, node: onnx.NodeProto, shapes: dict) -> ResidualBlock | None:
     if node.op_type != "Add" or node.domain not in ("", "ai.onnx") or len(node.input) != 2:
         return None
     a, b = node.input
@@ -208,7 +208,7 @@ def _block_at(g: _Graph, i: int, node: onnx.NodeProto, shapes: dict) -> Residual
                                                         f"{via} (a projection or downsample)")
 
 
-def _identity_block(g: _Graph, node, shortcut: str, branch: str, y: str) -> ResidualBlock:
+def _identity_block(g: GraphIndex, node, shortcut: str, branch: str, y: str) -> ResidualBlock:
     block = ResidualBlock("", node.name, shortcut, branch, y)
     if y in g.outputs:
         block.reason = f"its output {y!r} is a graph output"
@@ -228,7 +228,7 @@ def _identity_block(g: _Graph, node, shortcut: str, branch: str, y: str) -> Resi
 _LAYERS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 
-def _projection(g: _Graph, a: str, b: str, common: int) -> str | None:
+def _projection(g: GraphIndex, a: str, b: str, common: int) -> str | None:
     """For an ``Add`` of two paths from their latest common ancestor: the first node of the
     shorter path when it looks like a projection shortcut (at most 3 nodes, one of them a Conv,
     Gemm or MatMul, or a pooling) beside a longer branch with a layer of its own, both computed
@@ -254,7 +254,7 @@ def _projection(g: _Graph, a: str, b: str, common: int) -> str | None:
     return g.nodes[short[0]].name
 
 
-def nonnegative(g: _Graph, name: str, _seen: dict | None = None) -> bool:
+def nonnegative(g: GraphIndex, name: str, _seen: dict | None = None) -> bool:
     """Whether tensor ``name`` is non-negative for every input, by its producers (see module doc)."""
     seen = {} if _seen is None else _seen
     if name in seen:
@@ -286,7 +286,7 @@ def nonnegative(g: _Graph, name: str, _seen: dict | None = None) -> bool:
     return result
 
 
-def _clip_min(g: _Graph, node) -> float | None:
+def _clip_min(g: GraphIndex, node) -> float | None:
     for attr in node.attribute:
         if attr.name == "min":
             return attr.f
@@ -306,8 +306,12 @@ class Removal:
     initializers: set[str]
     renames: dict[str, str]
 
+    def resolve(self, name: str) -> str:
+        """What a reader of tensor ``name`` reads once the blocks are gone (renames followed)."""
+        return _resolve(self.renames, name)
 
-def removal(g: _Graph, blocks: list[ResidualBlock]) -> Removal:
+
+def removal(g: GraphIndex, blocks: list[ResidualBlock]) -> Removal:
     """The nodes that go when ``blocks`` (all removable) are dropped together: the Adds (and the
     ReLUs that go), then every node whose outputs are no longer read once the readers of each
     dropped ``y`` read ``x``, found in one reverse pass (readers come after producers). Nodes
@@ -344,9 +348,9 @@ def _resolve(renames: dict[str, str], name: str) -> str:
     return name
 
 
-def graph_index(model: onnx.ModelProto) -> _Graph:
+def graph_index(model: onnx.ModelProto) -> GraphIndex:
     """The index :func:`removal` works on."""
-    return _Graph(model.graph)
+    return GraphIndex(model.graph)
 
 
 def select_blocks(blocks: list[ResidualBlock], names) -> list[ResidualBlock]:

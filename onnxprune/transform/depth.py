@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import onnx
 
-from ..analysis.blocks import ResidualBlock, _resolve, graph_index, removal
+from ..analysis.blocks import ResidualBlock, graph_index, removal
 from ..graph import infer_value_info
 
 
@@ -30,7 +30,7 @@ def drop_blocks(model: onnx.ModelProto, blocks: list[ResidualBlock]) -> onnx.Mod
     for node in kept:
         for i, name in enumerate(node.input):
             if name in gone.renames:
-                node.input[i] = _resolve(gone.renames, name)
+                node.input[i] = gone.resolve(name)
     del graph.node[:]
     graph.node.extend(kept)
     for k in reversed(range(len(graph.initializer))):  # by index: the others are not copied
