@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from .decide.plan import PruningPlan
 from .decide.sensitivity import DEFAULT_RATIOS, SensitivityReport, measure
-from .groups import Analysis
+from .analysis.groups import Analysis
 from .pipeline import PruneOptions, PruneResult, load_and_analyze, prune_file
 from .runtime.bench import BenchReport
 from .runtime.evaluate import VerifyReport, parse_input_shapes

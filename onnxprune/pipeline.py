@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 
 from . import __version__
-from .cost import Cost, CostModel
+from .analysis.cost import Cost, CostModel
 from .decide.importance import CRITERIA, all_importance, criterion_used
 from .decide.plan import (
     PruningPlan,
@@ -40,7 +40,7 @@ from .decide.sensitivity import SensitivityReport
 from .errors import OnnxPruneError, render_options
 from .graph import PROTOBUF_LIMIT, check_model, model_nbytes, normalize, read_model
 from .graph.outputs import OutputSet
-from .groups import Analysis, analyze
+from .analysis.groups import Analysis, analyze
 from .rewrite import apply_removal
 from .transform.depth import drop_blocks
 from .transform.recover import METHODS as RECOVERY
@@ -512,7 +512,7 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
 
 
 def float_params(model: onnx.ModelProto) -> int:
-    """Elements of the floating-point initializers (what :mod:`onnxprune.cost` counts as params)."""
+    """Elements of the floating-point initializers (what :mod:`onnxprune.analysis.cost` counts as params)."""
     floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
     return int(sum(np.prod(t.dims, dtype=np.int64) for t in model.graph.initializer if t.data_type in floats))
 

@@ -21,7 +21,7 @@ from onnx import numpy_helper
 
 from .errors import OnnxPruneError
 from .graph import copy_without_initializers, infer_value_info
-from .groups import Analysis, decoded
+from .analysis.groups import Analysis, decoded
 
 
 class Rewriter:
@@ -136,11 +136,11 @@ def _opset(model: onnx.ModelProto) -> int:
 def apply_removal(analysis: Analysis, removed_units: np.ndarray) -> onnx.ModelProto:
     """Return a pruned copy of ``analysis.model`` with the channel units ``removed_units`` gone.
 
-    ``removed_units`` are union-find roots (see :class:`~onnxprune.groups.ChannelGroup`), all in
+    ``removed_units`` are union-find roots (see :class:`~onnxprune.analysis.groups.ChannelGroup`), all in
     prunable groups. The result has shapes re-inferred but is not yet checked; see
     :func:`onnxprune.prune.prune_model` for the checked end-to-end path.
     """
-    from .rules import rule_for
+    from .analysis.rules import rule_for
 
     frozen = [int(u) for u in removed_units if int(u) in analysis.frozen_units]
     if frozen:
@@ -203,7 +203,7 @@ def _sync_initializer_inputs(model: onnx.ModelProto) -> None:
 
 def _slice_slots(analysis: Analysis, rw: Rewriter) -> None:
     """Slice every constant input that a slot indexes. A constant read by several nodes stays one
-    tensor when every reader slices it with the same masks (as :class:`~onnxprune.cost.CostModel`
+    tensor when every reader slices it with the same masks (as :class:`~onnxprune.analysis.cost.CostModel`
     counts it); otherwise each slicing reader gets its own copy."""
     by_input: dict[tuple[int, int], list] = {}
     for slot in analysis.slots:
@@ -233,7 +233,7 @@ def _slice_slots(analysis: Analysis, rw: Rewriter) -> None:
 def _sliced(tensor: gs.Constant, masks: dict[int, np.ndarray]) -> np.ndarray:
     """``tensor``'s values with only the ``True`` entries of ``masks[axis]`` kept along each axis.
 
-    The values are decoded for this use only (:func:`~onnxprune.groups.decoded`)."""
+    The values are decoded for this use only (:func:`~onnxprune.analysis.groups.decoded`)."""
     values = decoded(tensor)
     for axis, mask in sorted(masks.items()):
         values = np.compress(mask, values, axis=axis)

@@ -16,8 +16,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .cost import CostModel
-from .groups import BIAS, IN, NORM, OUT, Analysis, analyze
+from .analysis.cost import CostModel
+from .analysis.groups import BIAS, IN, NORM, OUT, Analysis, analyze
 from .decide.plan import GroupPlan, PruningPlan, fill_empty_tensors
 from .rewrite import apply_removal
 

@@ -514,7 +514,7 @@ def event(text: str) -> None:
 
 def analyze_model(m: RandModel):
     from onnxprune.graph import normalize
-    from onnxprune.groups import analyze
+    from onnxprune.analysis.groups import analyze
 
     return analyze(normalize(m.model))
 
@@ -569,8 +569,8 @@ def check_dead_oracle(m: RandModel, fraction: float, seed: int) -> None:
     the repair of emptied tensors that the prune path applies: the pruned model passes the full
     checker, runs, matches the killed model, and its planned cost and params are measured ones.
 """
-    from onnxprune.cost import CostModel
-    from onnxprune.groups import analyze
+    from onnxprune.analysis.cost import CostModel
+    from onnxprune.analysis.groups import analyze
     from onnxprune.decide.plan import fill_empty_tensors
     from onnxprune.rewrite import apply_removal
     from onnxprune.selfcheck import dead_channel_plan, kill_channels, random_feeds
@@ -610,10 +610,10 @@ def check_depth_oracle(m: RandModel, fraction: float, seed: int) -> None:
     """Width and depth together: dead channels (as :func:`check_dead_oracle`) and a drawn subset
     of the removable residual blocks made dead (``F(x) = 0``), pruned and dropped in one rewrite.
     The result passes the full checker, matches the killed model, and costs what was planned."""
-    from onnxprune.cost import CostModel
+    from onnxprune.analysis.cost import CostModel
     from onnxprune.decide.depth import dropped_nodes
     from onnxprune.decide.plan import PruningPlan, fill_empty_tensors
-    from onnxprune.groups import analyze
+    from onnxprune.analysis.groups import analyze
     from onnxprune.rewrite import apply_removal
     from onnxprune.selfcheck import dead_channel_plan, kill_block, kill_channels, random_feeds
     from onnxprune.transform.depth import drop_blocks
@@ -670,9 +670,9 @@ def check_prune(m: RandModel, ratio: float, criterion: str, global_rank: bool, r
     """``prune_model`` + ``finalize`` at a drawn ratio (or MACs target) and criterion: the result
     passes the full checker and onnxruntime, keeps the outputs' shapes, and its cost is the one
     reported."""
-    from onnxprune.cost import CostModel
+    from onnxprune.analysis.cost import CostModel
     from onnxprune.errors import OnnxPruneError
-    from onnxprune.groups import analyze
+    from onnxprune.analysis.groups import analyze
     from onnxprune.decide.plan import PruningPlan
     from onnxprune.pipeline import PruneOptions, finalize, prune_model
     from onnxprune.selfcheck import random_feeds

@@ -19,8 +19,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from models import ARCHITECTURES  # noqa: E402
-from onnxprune.cost import CostModel  # noqa: E402
-from onnxprune.groups import analyze  # noqa: E402
+from onnxprune.analysis.cost import CostModel  # noqa: E402
+from onnxprune.analysis.groups import analyze  # noqa: E402
 from onnxprune.pipeline import PruneOptions, load_and_analyze, prune_file  # noqa: E402
 from onnxprune.cli.report import analysis_report  # noqa: E402
 from onnxprune.rewrite import apply_removal  # noqa: E402

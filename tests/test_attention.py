@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from onnxprune.groups import OUT  # noqa: E402
+from onnxprune.analysis.groups import OUT  # noqa: E402
 from onnxprune.pipeline import PruneOptions, load_and_analyze, prune_file  # noqa: E402
 from onnxprune.selfcheck import run, self_check  # noqa: E402
 

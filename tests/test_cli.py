@@ -30,7 +30,7 @@ from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 
 from clirun import assert_bad_input, cli, ok, sha256
-from onnxprune.rules import registered_ops
+from onnxprune.analysis.rules import registered_ops
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO_ROOT / "models"

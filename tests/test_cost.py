@@ -1,4 +1,4 @@
-"""MACs and params (``onnxprune.cost``) against values computed by hand in each test.
+"""MACs and params (``onnxprune.analysis.cost``) against values computed by hand in each test.
 
 MACs count Conv, ConvTranspose, Gemm and MatMul at batch 1: a Conv costs
 ``C_out * H_out * W_out * (C_in / group) * k * k``. Params are all float initializer elements.
@@ -11,9 +11,9 @@ import pytest
 
 import graphs
 from graphs import Builder
-from onnxprune.cost import Cost, CostModel, model_cost
+from onnxprune.analysis.cost import Cost, CostModel, model_cost
 from onnxprune.graph import normalize
-from onnxprune.groups import analyze
+from onnxprune.analysis.groups import analyze
 from onnxprune.decide.plan import GroupPlan, PruningPlan
 from onnxprune.rewrite import apply_removal
 

@@ -15,12 +15,12 @@ import onnx
 import pytest
 
 from graphs import Builder
-from onnxprune.cost import CostModel
+from onnxprune.analysis.cost import CostModel
 from onnxprune.decide.depth import dropped_nodes, norm_scores
 from onnxprune.decide.plan import PruningPlan
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph import normalize
-from onnxprune.groups import analyze
+from onnxprune.analysis.groups import analyze
 from onnxprune.pipeline import PruneOptions, finalize, prune_model
 from onnxprune.selfcheck import dead_channel_plan, kill_block, kill_channels, random_feeds, run
 from onnxprune.rewrite import apply_removal

@@ -20,9 +20,9 @@ from onnx import numpy_helper
 import graphs
 from graphs import OPSETS
 from oracle import dead_channel_plan, kill_channels, random_feeds, run
-from onnxprune.cost import CostModel
+from onnxprune.analysis.cost import CostModel
 from onnxprune.graph import normalize
-from onnxprune.groups import analyze
+from onnxprune.analysis.groups import analyze
 from onnxprune.decide.plan import GroupPlan, PruningPlan, fill_empty_tensors
 from onnxprune.rewrite import apply_removal
 

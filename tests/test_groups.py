@@ -15,7 +15,7 @@ import pytest
 import graphs
 from graphs import OPSETS, Builder
 from onnxprune.graph import normalize
-from onnxprune.groups import BIAS, CONST, IN, NORM, OUT, analyze
+from onnxprune.analysis.groups import BIAS, CONST, IN, NORM, OUT, analyze
 
 OUTPUT = "reaches graph output '{}'"
 

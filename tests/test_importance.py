@@ -14,7 +14,7 @@ import graphs
 from graphs import Builder
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph import normalize
-from onnxprune.groups import analyze
+from onnxprune.analysis.groups import analyze
 from onnxprune.decide.importance import CRITERIA, all_importance, group_importance
 
 # Four 1x1 filters over 2 input channels, chosen so that L1 and L2 order them differently:

@@ -15,7 +15,7 @@ import pytest
 from graphs import Builder
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph import normalize
-from onnxprune.groups import analyze
+from onnxprune.analysis.groups import analyze
 from onnxprune.decide.plan import (
     GroupPlan,
     PruningPlan,

@@ -7,8 +7,8 @@ import numpy as np
 import onnx
 import pytest
 
-from onnxprune.cost import CostModel
-from onnxprune.groups import analyze
+from onnxprune.analysis.cost import CostModel
+from onnxprune.analysis.groups import analyze
 from onnxprune.pipeline import PruneOptions, load_and_analyze, prune_file
 from onnxprune.rewrite import apply_removal
 

@@ -153,8 +153,8 @@ def _shared_zero_weight_model(opset: int = 17):
 def test_params_of_a_shared_weight_sliced_into_equal_copies(opset):
     import numpy as np
 
-    from onnxprune.cost import CostModel
-    from onnxprune.groups import analyze
+    from onnxprune.analysis.cost import CostModel
+    from onnxprune.analysis.groups import analyze
     from onnxprune.rewrite import apply_removal
 
     a = rg.analyze_model(rg.RandModel(_shared_zero_weight_model(opset), opset, "init", 1))

@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 from models import ARCHITECTURES  # noqa: E402
 from onnxprune.decide.plan import fill_empty_tensors  # noqa: E402
 from onnxprune.errors import OnnxPruneError  # noqa: E402
-from onnxprune.groups import analyze  # noqa: E402
+from onnxprune.analysis.groups import analyze  # noqa: E402
 from onnxprune.pipeline import PruneOptions, load_and_analyze, make_plan  # noqa: E402
 from onnxprune.rewrite import apply_removal  # noqa: E402
 from onnxprune.runtime.evaluate import Dataset, compare_outputs, load_data, run_model  # noqa: E402

@@ -26,7 +26,7 @@ from onnxprune import pipeline as prune_api
 from clirun import assert_bad_input, cli, ok, sha256
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph import load_model, normalize
-from onnxprune.groups import analyze
+from onnxprune.analysis.groups import analyze
 from onnxprune.decide.importance import CRITERIA, group_importance
 from onnxprune.pipeline import PruneOptions, load_and_analyze, prune_file
 from onnxprune.selfcheck import self_check

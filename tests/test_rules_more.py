@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.groups import IN, analyze
+from onnxprune.analysis.groups import IN, analyze
 from onnxprune.graph import normalize
 from onnxprune.selfcheck import self_check
 
@@ -89,7 +89,7 @@ def test_recurrent_input_features_are_a_consumer_slot(op, gates):
     assert proj.prunable and any(s.tensor == "W" and s.axis == 2 and s.role == IN for s in proj.slots)
     rnn = next(g for g in a.groups if g.anchor == "rnn")
     assert not rnn.prunable and any("hidden size" in r for r in rnn.blocked)
-    from onnxprune.cost import CostModel
+    from onnxprune.analysis.cost import CostModel
 
     lstm_macs = 7 * 2 * gates * hidden * (feats + hidden)
     assert CostModel(a).cost().macs == 7 * 2 * 4 * feats + lstm_macs

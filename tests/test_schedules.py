@@ -74,7 +74,7 @@ def test_evolution_is_seeded_and_no_worse_than_uniform(calib):
 
 def _projected_uniform(analysis) -> PruningPlan:
     """The uniform allocation as evolution builds it (one ratio for all, then the budget's steps)."""
-    from onnxprune.cost import CostModel
+    from onnxprune.analysis.cost import CostModel
     from onnxprune.decide.evolution import Projection
     from onnxprune.decide.importance import all_importance
     from onnxprune.decide.target import meet_target

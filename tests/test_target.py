@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 from clirun import assert_bad_input, cli, ok  # noqa: E402
 from models import build  # noqa: E402
 from models.export import export_onnx  # noqa: E402
-from onnxprune.cost import CostModel  # noqa: E402
+from onnxprune.analysis.cost import CostModel  # noqa: E402
 from onnxprune.pipeline import load_and_analyze  # noqa: E402
 
 SHAPE = "images:1x3x64x64"

@@ -178,7 +178,7 @@ BLOCKS = {  # (removable, listed) residual blocks of each file
 def test_dead_blocks_drop_exactly(case):
     """The depth oracle on real files: every removable block made dead (``F(x) = 0``) and
     dropped at once; the outputs stay within 1e-4 (relative to their scale)."""
-    from onnxprune.groups import analyze
+    from onnxprune.analysis.groups import analyze
     from onnxprune.selfcheck import kill_block
     from onnxprune.transform.depth import drop_blocks
 

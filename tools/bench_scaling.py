@@ -104,7 +104,7 @@ def resnet_like(n_nodes: int, seed: int = 0) -> onnx.ModelProto:
 def time_stages(path: Path, out: Path, ratio: float = 0.3) -> dict:
     """Seconds per stage of one in-process prune of ``path`` into ``out``."""
     from onnxprune.graph import normalize, read_model, save_model_atomic
-    from onnxprune.groups import analyze
+    from onnxprune.analysis.groups import analyze
     from onnxprune.pipeline import PruneOptions, finalize, make_plan
     from onnxprune.rewrite import apply_removal
 

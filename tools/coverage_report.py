@@ -25,7 +25,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import numpy as np  # noqa: E402
 
-from onnxprune.cost import CostModel  # noqa: E402
+from onnxprune.analysis.cost import CostModel  # noqa: E402
 from onnxprune.pipeline import PruneOptions, load_and_analyze, prune_file  # noqa: E402
 from onnxprune.cli.report import analysis_report  # noqa: E402
 from onnxprune.selfcheck import random_feeds, run, self_check  # noqa: E402

@@ -40,7 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
-from onnxprune.cost import CostModel  # noqa: E402
+from onnxprune.analysis.cost import CostModel  # noqa: E402
 from onnxprune.errors import OnnxPruneError  # noqa: E402
 from onnxprune.decide.depth import dropped_nodes, drop_plan  # noqa: E402
 from onnxprune.pipeline import PruneOptions, load_and_analyze, prune_file  # noqa: E402

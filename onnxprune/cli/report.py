@@ -13,8 +13,8 @@ import os
 
 import numpy as np
 
-from ..cost import CostModel
-from ..groups import Analysis
+from ..analysis.cost import CostModel
+from ..analysis.groups import Analysis
 
 
 def analysis_report(analysis: Analysis, cost_model: CostModel | None = None) -> dict:

@@ -71,7 +71,7 @@ class PlanCost:
         self._views: dict[tuple, object] = {}
 
     def __call__(self, plan, removed_units=None):
-        """:class:`~onnxprune.cost.Cost` of ``plan`` (``removed_units``: its removed channels,
+        """:class:`~onnxprune.analysis.cost.Cost` of ``plan`` (``removed_units``: its removed channels,
         when already known)."""
         key = tuple(plan.drop_blocks)
         view = self._views.get(key)

@@ -37,7 +37,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..errors import OnnxPruneError
-from ..groups import IN, NORM, OUT, Analysis, ChannelGroup, decoded
+from ..analysis.groups import IN, NORM, OUT, Analysis, ChannelGroup, decoded
 
 CRITERIA = ("l1", "l2", "bn-scale", "fpgm", "random")
 

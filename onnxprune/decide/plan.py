@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OnnxPruneError
-from ..groups import Analysis, ChannelGroup
+from ..analysis.groups import Analysis, ChannelGroup
 
 FORMAT = "onnxprune.plan/1"
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..cost import CostModel
+from ..analysis.cost import CostModel
 from ..errors import OnnxPruneError
-from ..groups import Analysis
+from ..analysis.groups import Analysis
 from .plan import PruningPlan, excluded, global_plan, uniform_plan
 from .target import TargetSearch, meet_target
 

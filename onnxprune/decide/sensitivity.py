@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OnnxPruneError
-from ..groups import Analysis
+from ..analysis.groups import Analysis
 from .plan import keep_count
 
 FORMAT = "onnxprune.sensitivity/1"

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..cost import CostModel
+from ..analysis.cost import CostModel
 from ..errors import OnnxPruneError
-from ..groups import Analysis
+from ..analysis.groups import Analysis
 from .plan import GroupPlan, PruningPlan, empty_tensor, fill_empty_tensors, keep_count, top_k
 
 TOLERANCE = 0.02

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
-from ..cost import CostModel
+from ..analysis.cost import CostModel
 from ..decide.plan import GroupPlan, PruningPlan, resolve
 from ..errors import OnnxPruneError
 from ..graph.subgraph import crossing, node_reads, submodel, value_info

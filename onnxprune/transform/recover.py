@@ -39,7 +39,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import OnnxPruneError
-from ..groups import IN, Analysis
+from ..analysis.groups import IN, Analysis
 from ..runtime.activations import Walker
 from ..runtime.evaluate import Dataset
 

@@ -17,7 +17,7 @@ The method (after DepGraph, Fang et al., CVPR 2023, re-expressed for explicit ON
 * Anything that cannot be traced safely is **frozen** with a reason: unknown ops, graph outputs,
   reductions over channels, reshapes that split channels. A group with a frozen unit is blocked.
 
-Op-specific knowledge lives only in :mod:`onnxprune.rules`; this module is op-agnostic.
+Op-specific knowledge lives only in :mod:`onnxprune.analysis.rules`; this module is op-agnostic.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from onnx import numpy_helper
 from onnx_graphsurgeon.ir.tensor import LazyValues
 from onnx_graphsurgeon.logger import G_LOGGER
 
-from .errors import OnnxPruneError
-from .graph import infer_shapes, opset_of
+from ..errors import OnnxPruneError
+from ..graph import infer_shapes, opset_of
 
 G_LOGGER.severity = G_LOGGER.ERROR  # graph-surgeon's own warnings would break the CLI's one-line errors
 
@@ -318,7 +318,7 @@ class Analysis:
     def blocks(self) -> list:
         """The residual blocks, removable or not, with the MACs and params each saves
         (:func:`onnxprune.analysis.blocks.find_blocks`)."""
-        from .analysis.blocks import find_blocks
+        from .blocks import find_blocks
         from .cost import CostModel
 
         return find_blocks(self.model, self.shapes, CostModel(self).node_macs())

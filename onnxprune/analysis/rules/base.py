@@ -9,7 +9,7 @@ import onnx_graphsurgeon as gs
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..groups import Tracer
-    from ..rewrite import Rewriter
+    from ...rewrite import Rewriter
 
 ShapeFn = Callable[[object], "tuple | None"]
 
