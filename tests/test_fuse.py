@@ -81,3 +81,10 @@ def test_matmul_and_bias_become_one_gemm():
     feeds = {"x": np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)}
     ref, got = outputs(model, feeds)[0], outputs(fused, feeds)[0]
     assert np.abs(ref - got).max() <= 1e-5 * max(1.0, float(np.abs(ref).max()))
+
+
+def test_nothing_to_fuse_returns_the_model_as_it_is(exported):
+    """A BN-folded export has nothing any rule matches: the library is not even run."""
+    model = onnx.load(exported("resnet20", True))
+    fused, report = fuse(model)
+    assert fused is model and report.removed == {} and report.nodes_before == report.nodes_after
