@@ -512,9 +512,12 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
 
 
 def float_params(model: onnx.ModelProto) -> int:
-    """Elements of the floating-point initializers (what :mod:`onnxprune.analysis.cost` counts as params)."""
+    """Elements of the floating-point initializers some node reads (what
+    :mod:`onnxprune.analysis.cost` counts as params)."""
     floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
-    return int(sum(np.prod(t.dims, dtype=np.int64) for t in model.graph.initializer if t.data_type in floats))
+    read = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+    return int(sum(np.prod(t.dims, dtype=np.int64) for t in model.graph.initializer
+                   if t.data_type in floats and t.name in read))
 
 
 def _recovery_helps(original: onnx.ModelProto, unrecovered: onnx.ModelProto, recovered: onnx.ModelProto, data,

@@ -576,6 +576,30 @@ def test_mid_graph_output_blocks_only_its_group(tmp_path):
     np.testing.assert_array_equal(feat, run(path, {"x": np.ones((1, 3, 8, 8), np.float32)})[0])
 
 
+def test_a_weight_that_only_fed_a_folded_transpose_is_not_written(tmp_path):
+    """TorchScript without constant folding writes ``W -> Transpose -> MatMul``: normalization
+    folds the Transpose, and the original W (read in the input, by the Transpose alone) must
+    not stay in the file as dead weight. An initializer the input never read still stays."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "fc.weight")
+    w2 = numpy_helper.from_array(rng.standard_normal((4, 8)).astype(np.float32), "head.weight")
+    spare = numpy_helper.from_array(np.ones(3, np.float32), "spare")
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["fc.weight"], ["wt"], perm=[1, 0], name="t"),
+         helper.make_node("MatMul", ["x", "wt"], ["h"], name="mm"), helper.make_node("Relu", ["h"], ["r"], name="relu"),
+         helper.make_node("Transpose", ["head.weight"], ["w2t"], perm=[1, 0], name="t2"),
+         helper.make_node("MatMul", ["r", "w2t"], ["y"], name="mm2")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], [w, w2, spare])
+    path = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    result = prune_file(path, tmp_path / "p.onnx", PruneOptions(ratio=0.5))
+    names = [t.name for t in onnx.load(str(tmp_path / "p.onnx")).graph.initializer]
+    assert "fc.weight" not in names and "head.weight" not in names and "spare" in names
+    assert result.after.params == 16 * 4 + 4 * 4  # the transposed weights, pruned to 4 hidden units
+
+
 @pytest.mark.parametrize("external_data", [False, True], ids=["inline", "external"])
 def test_unused_initializer_survives_unchanged(external_data, tmp_path):
     model = resnet_like()

@@ -95,17 +95,19 @@ def row(name: str, path: Path, shapes: dict, tmp: Path) -> dict:
         "self_check_max_abs_error": check.max_abs_error, "ratio_0.5_runs_in_ort": runs,
         "ratio_0.5_macs_kept": round(result.after.macs / result.before.macs, 4),
         "ratio_0.5_params_kept": round(result.after.params / result.before.params, 4),
-        "blocked": dict(reasons),
+        "blocked": dict(reasons), "blocks": len(analysis.blocks), "removable_blocks": len(analysis.removable_blocks),
+        "self_check_blocks": check.blocks_checked,
     }
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| model | groups (prunable) | prunable MACs | exact (max err) | `--ratio 0.5` runs in ORT | MACs kept | params kept | blocked groups: reason |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | groups (prunable) | residual blocks (removable) | prunable MACs | exact (max err) | `--ratio 0.5` runs in ORT | MACs kept | params kept | blocked groups: reason |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         blocked = "; ".join(f"{n}× {reason}" for reason, n in r["blocked"].items()) or "none"
         lines.append(
-            f"| {r['model']} | {r['groups']} ({r['prunable_groups']}) | {r['prunable_macs_share']:.0%} | "
+            f"| {r['model']} | {r['groups']} ({r['prunable_groups']}) | {r['blocks']} ({r['removable_blocks']}) | "
+            f"{r['prunable_macs_share']:.0%} | "
             f"{'✓' if r['self_check_passed'] else '✗'} ({r['self_check_max_abs_error']:.1e}) | "
             f"{'✓' if r['ratio_0.5_runs_in_ort'] else '✗'} | {r['ratio_0.5_macs_kept']:.1%} | {r['ratio_0.5_params_kept']:.1%} | {blocked} |"
         )

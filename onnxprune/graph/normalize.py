@@ -38,6 +38,7 @@ def normalize(model: onnx.ModelProto, *, inplace: bool = False) -> onnx.ModelPro
     graph = out.graph
     consts = {t.name for t in graph.initializer}
     outputs = {o.name for o in graph.output}
+    read_before = _reads(graph) & consts
     kept_nodes = []
     new_inits = []
     alias: dict[str, str] = {}  # Identity of an initializer reads the initializer itself
@@ -58,7 +59,7 @@ def normalize(model: onnx.ModelProto, *, inplace: bool = False) -> onnx.ModelPro
         graph.initializer.extend(new_inits)
         del graph.node[:]
         graph.node.extend(kept_nodes)
-        _drop_unused_folded(graph, {t.name for t in new_inits})
+        _drop_unread(graph, {t.name for t in new_inits} | read_before)
     seen: set[str] = set()
     for i, node in enumerate(graph.node):
         name = node.name or f"{node.op_type}_{i}"
@@ -115,15 +116,36 @@ def _single_node_model(node, feeds, opsets) -> onnx.ModelProto:
     return onnx.helper.make_model(g, opset_imports=opsets)
 
 
-def _drop_unused_folded(graph: onnx.GraphProto, folded: set[str]) -> None:
-    """Remove folded intermediates (e.g. the un-reshaped bias) that nothing reads any more.
+def _reads(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name the graph's nodes (their subgraphs included) or outputs read."""
+    from .load import _outer_reads
 
-    Deletes by index, so the other initializers are not copied."""
-    used = {name for node in graph.node for name in node.input}
-    used |= {o.name for o in graph.output}
+    names = {o.name for o in graph.output}
+    for node in graph.node:
+        names.update(n for n in node.input if n)
+        names |= _outer_reads(node)
+    return names
+
+
+def _drop_unread(graph: onnx.GraphProto, candidates: set[str]) -> None:
+    """Remove the initializers among ``candidates`` that nothing reads any more: folded
+    intermediates (the un-reshaped bias), and weights that only fed a folded node (a
+    ``Transpose`` of a weight, as the TorchScript exporter writes it without constant folding).
+    An initializer the input model did not read is not a candidate: it stays.
+
+    Deletes by index, so the other initializers are not copied; a removed initializer listed as
+    a graph input (``keep_initializers_as_inputs``) is unlisted too."""
+    used = _reads(graph)
+    gone = set()
     for k in reversed(range(len(graph.initializer))):
-        if graph.initializer[k].name in folded and graph.initializer[k].name not in used:
+        name = graph.initializer[k].name
+        if name in candidates and name not in used:
+            gone.add(name)
             del graph.initializer[k]
+    if gone and any(vi.name in gone for vi in graph.input):
+        kept = [vi for vi in graph.input if vi.name not in gone]
+        del graph.input[:]
+        graph.input.extend(kept)
 
 
 def opset_of(model: onnx.ModelProto) -> int:
