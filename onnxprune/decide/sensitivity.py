@@ -252,24 +252,17 @@ def measure(spec, ratios=DEFAULT_RATIOS, metric: str = "auto", *, jobs: int = 1,
             (results if kind == "group" else dropped)[key] = future.result()
             if progress:
                 progress(k, len(futures))
-    curves = []
-    for g in groups:
-        points = []
-        for ratio, score in zip(ratios, results[g.id]):
-            value = metric_value(score, metric)
-            points.append(Point(ratio=ratio, kept=keep_count(g.channels, ratio), value=value,
-                                loss=loss_of(value, baseline, metric),
-                                macs_saved=1.0 - score["macs_kept"], params_saved=1.0 - score["params_kept"],
-                                accuracy=score["accuracy"], agreement=score["top1_agreement"],
-                                cosine=score["cosine_similarity"], rel_mse=score["relative_mse"]))
-        curves.append(Curve(g.id, g.anchor, g.channels, points))
-    drops = []
-    for b in blocks:
-        score = dropped[b.id]
+    def measured(score: dict) -> dict:
+        """The fields :class:`Point` and :class:`BlockDrop` share, from one PlanScore dict."""
         value = metric_value(score, metric)
-        drops.append(BlockDrop(b.id, b.add, value, loss_of(value, baseline, metric), 1.0 - score["macs_kept"],
-                               1.0 - score["params_kept"], score["accuracy"], score["top1_agreement"],
-                               score["cosine_similarity"], score["relative_mse"]))
+        return dict(value=value, loss=loss_of(value, baseline, metric), macs_saved=1.0 - score["macs_kept"],
+                    params_saved=1.0 - score["params_kept"], accuracy=score["accuracy"],
+                    agreement=score["top1_agreement"], cosine=score["cosine_similarity"], rel_mse=score["relative_mse"])
+
+    curves = [Curve(g.id, g.anchor, g.channels,
+                    [Point(ratio=ratio, kept=keep_count(g.channels, ratio), **measured(score))
+                     for ratio, score in zip(ratios, results[g.id])]) for g in groups]
+    drops = [BlockDrop(b.id, b.add, **measured(dropped[b.id])) for b in blocks]
     return SensitivityReport(model=str(spec.model), metric=metric, baseline=baseline, samples=len(local.data),
                              criterion=spec.criterion, input_shapes={k: list(v) for k, v in spec.input_shapes.items()},
                              curves=curves, data=spec.data, seconds=round(time.perf_counter() - start, 3),
