@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 from models import ARCHITECTURES, build  # noqa: E402
 from models.export import export_onnx  # noqa: E402
 from onnxprune.analysis.groups import OUT  # noqa: E402
-from onnxprune.mapping import group_parameters  # noqa: E402
+from onnxprune.torch.mapping import group_parameters  # noqa: E402
 from onnxprune.pipeline import load_and_analyze  # noqa: E402
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .analysis.groups import Analysis
+from ..analysis.groups import Analysis
 
 
 @dataclass(frozen=True)
