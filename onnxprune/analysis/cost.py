@@ -139,6 +139,11 @@ class CostModel:
         """What a plan leaves: ``removed_units`` gone, and the nodes of :meth:`dropping`."""
         return self.cost(self.analysis.alive_ids(removed_units), self.dropped)
 
+    def macs_by_node(self, alive: np.ndarray | None = None) -> dict[int, int]:
+        """MACs per counted node (by index in the analysis graph) with channel ids where
+        ``alive`` is False removed (None: the whole model)."""
+        return {i: int(rule.macs(n, self._shape_fn(alive, i))) for i, n, rule in self._macs_nodes}
+
     def node_macs(self) -> dict[str, int]:
         """MACs per node of the unpruned model."""
         return {n.name: rule.macs(n, self._shape_fn(None, i)) for i, n, rule in self._macs_nodes}

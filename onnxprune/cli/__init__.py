@@ -13,6 +13,7 @@ from .. import __version__
 from .analyze import analyze
 from .bench import bench
 from .common import OnnxPruneGroup
+from .finetune import finetune
 from .prune import prune
 from .verify import verify
 
@@ -20,7 +21,7 @@ from .verify import verify
 @click.group(cls=OnnxPruneGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="onnxprune")
 def main() -> None:
-    """Structured channel pruning for ONNX models: analyze, prune, verify, bench.
+    """Structured channel pruning for ONNX models: analyze, prune, verify, bench, finetune.
 
     \b
     Typical session:
@@ -28,13 +29,14 @@ def main() -> None:
       onnxprune prune model.onnx -o pruned.onnx --ratio 0.3
       onnxprune verify model.onnx pruned.onnx --data val.npz
       onnxprune bench model.onnx pruned.onnx
+      onnxprune finetune pruned.onnx --teacher model.onnx --data train.npz -o tuned.onnx
 
     Exit codes: 0 ok, 2 bad input or options (one 'error:' line; nothing written), 130 SIGINT,
     143 SIGTERM, 1 internal error. No command ever overwrites a file it reads.
     """
 
 
-for command in (analyze, prune, verify, bench):
+for command in (analyze, prune, verify, bench, finetune):
     main.add_command(command)
 
 __all__ = ["main"]

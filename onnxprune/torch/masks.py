@@ -1,0 +1,113 @@
+"""Learned channel masks (MLPruner) and soft filter pruning, on :class:`ModuleGroups`.
+
+**MLPruner** (S. Chen and Y. Zhao, "MLPruner: pruning convolutional neural networks with
+automatic mask learning", PeerJ Computer Science 11:e3132, 2025): one learnable score per
+channel of every group. The forward pass uses the binary mask ``score >= threshold``; the
+backward pass treats the binarization as the identity (straight-through estimator, Bengio et
+al. 2013), so ``∂L/∂score = ∂L/∂mask``. No weight penalty and no per-layer rates: the amount is
+set by a MACs budget. The budget term is ``max(0, MACs(mask)/MACs − target)``, differentiable
+through the STE, and :meth:`MaskPruner.target_at` tightens the target linearly from 1 to the
+goal over the first part of training (a schedule, so masks are learned while the network
+adapts). Channels come back when their loss gradient outweighs the budget's.
+
+**Soft filter pruning** (He et al., "Soft Filter Pruning for Accelerating Deep CNNs", IJCAI
+2018; the dynamic-pruning seed's "pruned filters may recover"): :func:`soft_prune_` zeroes the
+lowest-l2 channels of every group in place, typically once per epoch; training goes on with the
+zeroed weights, which may grow back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..decide.plan import PruningPlan, keep_count
+from .groups import ModuleGroups, channel_norms
+
+
+class BinarizeSTE(torch.autograd.Function):
+    """``mask = (score >= threshold)`` forward; the gradient passes through unchanged."""
+
+    @staticmethod
+    def forward(ctx, score: torch.Tensor, threshold: float) -> torch.Tensor:
+        return (score >= threshold).to(score.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
+class MaskPruner(nn.Module):
+    """Learnable channel masks for every mapped group of ``groups``.
+
+    ``scores[g]``: shape ``[channels]``, initialised to ``init`` (above ``threshold``, so every
+    channel starts kept). Train them (e.g. Adam, lr 1e-2) together with the weights::
+
+        pruner = MaskPruner(groups, target_macs=0.5)
+        out = pruner(x)                                  # the masked module's output
+        loss = task_loss(out) + weight * pruner.budget_loss(pruner.target_at(step, steps))
+
+    then :meth:`plan` gives the plan of the channels whose mask is 1.
+    """
+
+    def __init__(self, groups: ModuleGroups, target_macs: float, *, threshold: float = 0.5, init: float = 1.0) -> None:
+        super().__init__()
+        if not 0 < target_macs <= 1:
+            raise ValueError(f"target_macs must be in (0, 1], not {target_macs}")
+        self.groups, self.target_macs, self.threshold = groups, float(target_macs), float(threshold)
+        self.scores = nn.ParameterDict({_key(g.id): nn.Parameter(torch.full((g.channels,), float(init)))
+                                        for g in groups.groups})
+
+    def masks(self) -> dict[str, torch.Tensor]:
+        """Group id → binary mask ``[channels]`` (straight-through in backward)."""
+        return {g.id: BinarizeSTE.apply(self.scores[_key(g.id)], self.threshold) for g in self.groups.groups}
+
+    def forward(self, *inputs):
+        return self.groups.forward(*inputs, channel_masks=self.masks())
+
+    def macs(self) -> torch.Tensor:
+        """Fraction of MACs the current masks keep (differentiable through the STE)."""
+        return self.groups.macs({gid: m.mean() for gid, m in self.masks().items()})
+
+    def target_at(self, step: int, steps: int, ramp: float = 0.5) -> float:
+        """The budget at ``step`` of ``steps``: from 1 down to the target over the first
+        ``ramp`` of training, then the target."""
+        t = min(1.0, step / max(1.0, ramp * steps))
+        return 1.0 - t * (1.0 - self.target_macs)
+
+    def budget_loss(self, target: float | None = None) -> torch.Tensor:
+        """``max(0, MACs kept − target)`` (fraction of the model's MACs)."""
+        return torch.relu(self.macs() - (self.target_macs if target is None else target))
+
+    def channel_scores(self) -> dict[str, np.ndarray]:
+        return {g.id: self.scores[_key(g.id)].detach().cpu().numpy().astype(np.float64) for g in self.groups.groups}
+
+    def plan(self) -> PruningPlan:
+        """The channels whose mask is 1; when that misses the MACs target by more than the
+        tolerance, the scores ranked across groups meet it instead."""
+        return self.groups.plan(self.channel_scores(), threshold=self.threshold, target_macs=self.target_macs,
+                                method="mlpruner")
+
+
+@torch.no_grad()
+def soft_prune_(groups: ModuleGroups, ratio: float) -> dict[str, np.ndarray]:
+    """Zero, in place, the ``ratio`` of each group's channels with the lowest l2 norm over the
+    group's producing slots (SFP). Returns the zeroed channel indices per group id."""
+    params = dict(groups.module.named_parameters())
+    zeroed = {}
+    for g in groups.groups:
+        norms = channel_norms(params, g)
+        n_zero = g.channels - keep_count(g.channels, ratio)
+        order = np.argsort(norms.cpu().numpy(), kind="stable")[:n_zero]
+        mask = torch.ones(g.channels)
+        mask[torch.as_tensor(order, dtype=torch.long)] = 0
+        masked = groups.masked_parameters({g.id: mask})
+        for slot in g.slots:
+            params[slot.name].copy_(masked[slot.name])
+        zeroed[g.id] = np.sort(order)
+    return zeroed
+
+
+def _key(group_id: str) -> str:
+    return group_id.replace(".", "_")
