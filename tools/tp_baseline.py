@@ -10,9 +10,12 @@ import time
 import torch
 
 
-def prune_to_macs(model: torch.nn.Module, shape, target: float, round_to: int = 1, steps: int = 10):
+def prune_to_macs(model: torch.nn.Module, shape, target: float, round_to: int = 1, steps: int = 10,
+                  group_norm: bool = False):
     """``(pruned copy, MACs kept, pruning ratio, seconds of pruner.step())``, or None when
-    Torch-Pruning is not installed. The classifier (every Linear) is left whole."""
+    Torch-Pruning is not installed. The classifier (every Linear) is left whole. ``group_norm``
+    ranks by the l2 norm of each whole coupled group (``GroupNormPruner`` with
+    ``GroupMagnitudeImportance(p=2)``, what its sparse training drives to zero)."""
     try:
         import torch_pruning as tp
     except ImportError:
@@ -23,8 +26,12 @@ def prune_to_macs(model: torch.nn.Module, shape, target: float, round_to: int = 
     def pruned_at(ratio: float):
         m = copy.deepcopy(model)
         head = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear)]
-        pruner = tp.pruner.MetaPruner(m, example, importance=tp.importance.MagnitudeImportance(p=1),
-                                      pruning_ratio=ratio, ignored_layers=head, round_to=round_to)
+        if group_norm:
+            pruner = tp.pruner.GroupNormPruner(m, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                               pruning_ratio=ratio, ignored_layers=head, round_to=round_to)
+        else:
+            pruner = tp.pruner.MetaPruner(m, example, importance=tp.importance.MagnitudeImportance(p=1),
+                                          pruning_ratio=ratio, ignored_layers=head, round_to=round_to)
         start = time.perf_counter()
         pruner.step()
         seconds = time.perf_counter() - start
@@ -38,3 +45,16 @@ def prune_to_macs(model: torch.nn.Module, shape, target: float, round_to: int = 
         lo, hi = (mid, hi) if kept > target else (lo, mid)
     pruned, kept, seconds = pruned_at(hi)
     return pruned.eval(), kept, hi, seconds
+
+
+def group_norm_regularizer(model: torch.nn.Module, shape, reg: float = 1e-4):
+    """Torch-Pruning's group-norm sparse training (DepGraph, Fang et al. 2023): returns
+    ``regularize()``, to call after each ``loss.backward()``, or None without Torch-Pruning."""
+    try:
+        import torch_pruning as tp
+    except ImportError:
+        return None
+    head = [mod for mod in model.modules() if isinstance(mod, torch.nn.Linear)]
+    pruner = tp.pruner.GroupNormPruner(model, torch.randn(tuple(shape)), importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                       reg=reg, ignored_layers=head)
+    return lambda: pruner.regularize(model)

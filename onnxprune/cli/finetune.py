@@ -18,7 +18,7 @@ from .common import Column, Output, handle_errors, json_text, output_options
               help="Held-out .npz scored before training and after each epoch; the best weights are kept "
                    "(accuracy with labels, else agreement with the teacher).")
 @click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True, help="Passes over --data.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-4, show_default=True,
               help="Peak Adam learning rate (cosine decay to 0).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Samples per step.")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,

@@ -244,7 +244,7 @@ def _gather(a, x, index):
     index = index.long()
     index = torch.where(index < 0, index + x.shape[axis], index)
     picked = x.index_select(axis, index.reshape(-1))
-    return picked.reshape(*x.shape[:axis], *index.shape, *x.shape[axis + 1:])
+    return picked.reshape((*x.shape[:axis], *index.shape, *x.shape[axis + 1:]))
 
 
 @op("Slice")

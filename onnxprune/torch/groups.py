@@ -126,6 +126,17 @@ class ModuleGroups:
         for name, p in self.module.named_parameters():
             p.copy_(masked[name])
 
+    def masks_for(self, plan: PruningPlan) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The channel and block masks (1 kept, 0 removed) that ``plan`` stands for, to pass to
+        :meth:`forward` or :meth:`apply_masks_`."""
+        channel = {}
+        for gid, gp in plan.groups.items():
+            if gp.keep is not None and gid in {g.id for g in self.groups}:
+                mask = torch.zeros(gp.channels)
+                mask[torch.as_tensor(gp.keep, dtype=torch.long)] = 1.0
+                channel[gid] = mask
+        return channel, {add: torch.zeros(()) for add in plan.drop_blocks}
+
     # -- cost --------------------------------------------------------------------------------
     def macs(self, keep: dict[str, torch.Tensor], block_keep: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Fraction of the model's MACs kept (a differentiable scalar) when group ``g`` keeps

@@ -76,23 +76,26 @@ class AdaptiveGroupLasso:
 
     def plan(self, *, threshold: float = 0.05, target_macs: float | None = None, width: bool = True,
              depth: bool = True) -> PruningPlan:
-        """Blocks (``depth``) and channels (``width``) whose norm ratio is below ``threshold``.
+        """Blocks (``depth``) and channels (``width``) whose norm ratio fell below ``threshold``.
 
-        With ``target_macs``, blocks go lowest ratio first while the blocks alone keep at least
-        the target (less the tolerance), then channels ranked by ratio meet it (``width``)."""
-        blocks = sorted(self.block_ratios().items(), key=lambda kv: kv[1]) if depth else []
-        drop = []
-        for add, ratio in blocks:
-            if ratio >= threshold:
+        With ``target_macs``, blocks go lowest ratio first: with ``width``, only those below
+        ``threshold`` and while the blocks alone keep at least the target (less the tolerance),
+        then channels ranked by ratio meet the target; depth alone drops blocks until the
+        target is met (or no removable block is left)."""
+        order = sorted(self.block_ratios().items(), key=lambda kv: kv[1]) if depth else []
+        drop: list[str] = []
+        for add, ratio in order:
+            if target_macs is None and ratio >= threshold:
                 break
-            if target_macs is not None and self.groups.kept(PruningPlan(drop_blocks=drop + [add])) < target_macs - 0.02:
-                break
+            if target_macs is not None:
+                if width and (ratio >= threshold or self.groups.kept(PruningPlan(drop_blocks=drop + [add])) < target_macs - 0.02):
+                    break
+                if not width and self.groups.kept(PruningPlan(drop_blocks=drop)) <= target_macs + 0.02:
+                    break
             drop.append(add)
-        scores = self.channel_ratios() if width else {}
         if not width:
-            plan = PruningPlan(drop_blocks=drop, meta={"method": "amsc-depth"})
-            return plan
-        return self.groups.plan(scores, threshold=threshold, target_macs=target_macs, drop_blocks=drop,
+            return PruningPlan(drop_blocks=drop, meta={"method": "amsc-depth"})
+        return self.groups.plan(self.channel_ratios(), threshold=threshold, target_macs=target_macs, drop_blocks=drop,
                                 method="amsc" if depth else "amsc-width")
 
 

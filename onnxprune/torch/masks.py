@@ -92,20 +92,21 @@ class MaskPruner(nn.Module):
 
 @torch.no_grad()
 def soft_prune_(groups: ModuleGroups, ratio: float) -> dict[str, np.ndarray]:
-    """Zero, in place, the ``ratio`` of each group's channels with the lowest l2 norm over the
-    group's producing slots (SFP). Returns the zeroed channel indices per group id."""
+    """Zero, in place, the filters (``out`` slots) of the ``ratio`` of each group's channels
+    with the lowest l2 norm over the group's producing slots (SFP). BN scales, biases and the
+    consumers' weights are left alone, so the zeroed filters still get gradients and may
+    recover. Returns the zeroed channel indices per group id."""
     params = dict(groups.module.named_parameters())
     zeroed = {}
     for g in groups.groups:
         norms = channel_norms(params, g)
         n_zero = g.channels - keep_count(g.channels, ratio)
-        order = np.argsort(norms.cpu().numpy(), kind="stable")[:n_zero]
-        mask = torch.ones(g.channels)
-        mask[torch.as_tensor(order, dtype=torch.long)] = 0
-        masked = groups.masked_parameters({g.id: mask})
+        order = np.sort(np.argsort(norms.cpu().numpy(), kind="stable")[:n_zero])
         for slot in g.slots:
-            params[slot.name].copy_(masked[slot.name])
-        zeroed[g.id] = np.sort(order)
+            if slot.role == "out":
+                index = [i for i, c in enumerate(slot.channels) if c in set(order.tolist())]
+                params[slot.name].index_fill_(slot.dim, torch.as_tensor(index, dtype=torch.long), 0.0)
+        zeroed[g.id] = order
     return zeroed
 
 
