@@ -197,3 +197,33 @@ def test_dead_blocks_drop_exactly(case):
     for ref, got in zip(run(model, x), run(pruned, x)):
         assert np.abs(ref - got).max() <= 1e-4 * max(1.0, float(np.abs(ref).max()))
     assert len(pruned.graph.node) < len(model.graph.node)
+
+
+@pytest.mark.parametrize("case", PARAMS)
+def test_torch_bridge_runs_the_file_as_onnxruntime_does_or_names_the_op_it_lacks(case):
+    """``onnxprune finetune``'s bridge on files nobody here wrote: same outputs, or a clear refusal."""
+    pytest.importorskip("torch")
+    import onnxruntime as ort
+    import torch
+
+    from onnxprune.errors import OnnxPruneError
+    from onnxprune.torch.graph_module import GraphModule
+
+    model = onnx.load(fetch(case))
+    try:
+        module = GraphModule(model)
+    except OnnxPruneError as exc:
+        assert "does not support op" in str(exc)
+        assert case.id in BRIDGE_REFUSES, f"{case.id}: {exc}"
+        return
+    assert case.id not in BRIDGE_REFUSES
+    feed = feeds(model, case.shapes)
+    expected = ort.InferenceSession(fetch(case), providers=["CPUExecutionProvider"]).run(None, feed)
+    with torch.no_grad():
+        got = module(*(torch.from_numpy(feed[n]) for n in module.input_names))
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g.numpy(), e, atol=1e-4 * max(1.0, float(np.abs(e).max())), rtol=1e-3)
+
+
+BRIDGE_REFUSES = {"silero_vad_torch", "silero_vad_spox"}
+"""Files with ops the bridge lacks (control flow: If, Loop)."""

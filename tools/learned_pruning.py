@@ -14,7 +14,7 @@ digits with the best epoch on the other 500 kept) for the rest of the budget:
    ``--recover reconstruct`` on the 500 calibration digits), then fine-tuning;
 3. ``slimming``: network slimming, λ=1e-4·Σ|γ|, then |γ| ranked across groups to the target;
 4. ``mlpruner``: learned masks with the straight-through estimator, budget ramped to the target
-   over the first half of training (scores: Adam 0.02, budget weight 5);
+   over the first half of training (scores: Adam 0.05, budget weight 5);
 5. ``amsc-width`` / ``amsc-depth`` / ``amsc``: the adaptive group lasso on channels, on blocks,
    and on both, λ chosen depth-first on a validation split (the last 500 training digits) with
    one-epoch trials on the first seed, reused for the others: the largest λ whose regularized
@@ -68,14 +68,14 @@ SHAPE = (1, 3, 32, 32)
 
 def train(forward, params, x, y, epochs: int, seed: int, *, extra=None, after_backward=None, extra_params=None,
           lr: float = 0.01):
-    """SGD on ``params`` (and Adam 0.02 on ``extra_params``) with ``forward(batch)`` logits and
+    """SGD on ``params`` (and Adam 0.05 on ``extra_params``) with ``forward(batch)`` logits and
     ``extra(step, steps)`` added to the cross-entropy."""
     gen = torch.Generator().manual_seed(seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
     steps = epochs * math.ceil(len(x) / 128)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    opt2 = torch.optim.Adam(extra_params, lr=0.02) if extra_params else None
+    opt2 = torch.optim.Adam(extra_params, lr=0.05) if extra_params else None
     step = 0
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=gen)
@@ -209,7 +209,7 @@ def amsc_lambdas(run: Run) -> tuple[float, float, list[dict]]:
         train(module, list(module.parameters()), fit_x, fit_y, 1, run.seed, extra=lambda s, n: lasso())
         return accuracy_torch(module.eval(), val_x, val_y)
 
-    return select_lambdas(fit, [0.0, 1e-4, 3e-4, 1e-3, 3e-3], [1e-6, 3e-6, 1e-5, 3e-5], tolerance=0.005)
+    return select_lambdas(fit, [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2], [1e-6, 3e-6, 1e-5, 3e-5, 1e-4], tolerance=0.005)
 
 
 def torch_pruning(run: Run) -> dict:

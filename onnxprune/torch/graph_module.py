@@ -14,7 +14,8 @@ trained values back by initializer name needs a per-op inverse anyway. An interp
 initializer name is the smaller, exact bridge.
 
 **Ops** (ONNX spec semantics, default domain, opsets 11-21): those in :data:`OPS`. A graph with
-any other op (or ``auto_pad`` other than ``NOTSET``, or a non-constant ``Pad`` mode) is refused
+any other op (or ``auto_pad`` other than ``NOTSET``, a ``wrap`` Pad, or a reflect/edge Pad
+of the batch or channel axis) is refused
 with the op's name. BatchNormalization always uses its running statistics (the pruned model's
 own; its scale and shift train), which keeps fine-tuning stable at small batches. Control flow
 (If, Loop, Scan) is not supported.
@@ -252,13 +253,17 @@ def _slice(a, x, starts, ends, axes=None, steps=None):
     starts, ends = _ints(starts), _ints(ends)
     axes = _ints(axes) if axes is not None else list(range(len(starts)))
     steps = _ints(steps) if steps is not None else [1] * len(starts)
-    index = [slice(None)] * x.dim()
     for s, e, ax, st in zip(starts, ends, axes, steps):
-        if st < 0:
-            raise OnnxPruneError("Slice with negative steps is not supported by the torch bridge")
         n = x.shape[ax]
-        index[ax] = slice(max(0, min(n, s + n if s < 0 else s)), max(0, min(n, e + n if e < 0 else e)), st)
-    return x[tuple(index)]
+        s, e = s + n if s < 0 else s, e + n if e < 0 else e
+        if st > 0:
+            index = [slice(None)] * x.dim()
+            index[ax] = slice(max(0, min(n, s)), max(0, min(n, e)), st)
+            x = x[tuple(index)]
+        else:  # ONNX: start clamped to [0, n-1], end to [-1, n-1]
+            s, e = max(0, min(n - 1, s)), max(-1, min(n - 1, e))
+            x = x.index_select(ax % x.dim(), torch.arange(s, e, st, dtype=torch.long))
+    return x
 
 
 @op("Split")
@@ -274,12 +279,18 @@ def _split(a, x, split=None, *, n_out=1):
 
 @op("Pad")
 def _pad(a, x, pads=None, value=None, axes=None):
-    if a.get("mode", "constant") != "constant" or axes is not None:
-        raise OnnxPruneError("only constant Pad without axes is supported by the torch bridge")
+    mode = a.get("mode", "constant")
+    if axes is not None or mode not in ("constant", "reflect", "edge"):
+        raise OnnxPruneError(f"Pad with axes or mode {mode!r} is not supported by the torch bridge")
     p = _ints(pads) if pads is not None else a["pads"]
     rank = x.dim()
-    flat = [v for i in reversed(range(rank)) for v in (p[i], p[i + rank])]
-    return F.pad(x, flat, value=float(value) if value is not None else a.get("value", 0.0))
+    if mode == "constant":
+        flat = [v for i in reversed(range(rank)) for v in (p[i], p[i + rank])]
+        return F.pad(x, flat, value=float(value) if value is not None else a.get("value", 0.0))
+    if any(p[i] or p[i + rank] for i in range(2)):
+        raise OnnxPruneError(f"Pad mode {mode!r} on the batch or channel axis is not supported by the torch bridge")
+    flat = [v for i in reversed(range(2, rank)) for v in (p[i], p[i + rank])]
+    return F.pad(x, flat, mode="reflect" if mode == "reflect" else "replicate")
 
 
 @op("Resize")

@@ -80,8 +80,8 @@ class AdaptiveGroupLasso:
 
         With ``target_macs``, blocks go lowest ratio first: with ``width``, only those below
         ``threshold`` and while the blocks alone keep at least the target (less the tolerance),
-        then channels ranked by ratio meet the target; depth alone drops blocks until the
-        target is met (or no removable block is left)."""
+        then channels ranked by ratio meet the target; depth alone drops blocks lowest ratio
+        first, as many as come closest to the target."""
         order = sorted(self.block_ratios().items(), key=lambda kv: kv[1]) if depth else []
         drop: list[str] = []
         for add, ratio in order:
@@ -94,9 +94,19 @@ class AdaptiveGroupLasso:
                     break
             drop.append(add)
         if not width:
+            if target_macs is not None and drop:  # the block count closest to the target
+                kept = [self.groups.kept(PruningPlan(drop_blocks=drop[:k])) for k in (len(drop) - 1, len(drop))]
+                if abs(kept[0] - target_macs) < abs(kept[1] - target_macs):
+                    drop = drop[:-1]
             return PruningPlan(drop_blocks=drop, meta={"method": "amsc-depth"})
         return self.groups.plan(self.channel_ratios(), threshold=threshold, target_macs=target_macs, drop_blocks=drop,
                                 method="amsc" if depth else "amsc-width")
+
+    def export_plan(self, path, **kw) -> PruningPlan:
+        """Write :meth:`plan` (``kw`` as there) as JSON to ``path``."""
+        plan = self.plan(**kw)
+        plan.save(path)
+        return plan
 
 
 class BNSlimming:
@@ -130,7 +140,14 @@ class BNSlimming:
         return out
 
     def plan(self, target_macs: float) -> PruningPlan:
+        """The channels with the largest ``|γ|``, ranked across groups, keeping ``target_macs``."""
         return self.groups.plan(self.channel_scores(), target_macs=target_macs, method="bn-slimming")
+
+    def export_plan(self, path, target_macs: float) -> PruningPlan:
+        """Write :meth:`plan` as JSON to ``path``."""
+        plan = self.plan(target_macs)
+        plan.save(path)
+        return plan
 
 
 def select_lambdas(fit: Callable[[float, float], float], grid0: Sequence[float], grid1: Sequence[float], *,

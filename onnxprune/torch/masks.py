@@ -89,6 +89,12 @@ class MaskPruner(nn.Module):
         return self.groups.plan(self.channel_scores(), threshold=self.threshold, target_macs=self.target_macs,
                                 method="mlpruner")
 
+    def export_plan(self, path) -> PruningPlan:
+        """Write :meth:`plan` as JSON to ``path`` (for ``onnxprune prune EXPORT --plan PATH``)."""
+        plan = self.plan()
+        plan.save(path)
+        return plan
+
 
 @torch.no_grad()
 def soft_prune_(groups: ModuleGroups, ratio: float) -> dict[str, np.ndarray]:
