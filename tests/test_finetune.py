@@ -13,10 +13,11 @@ from onnx import helper, numpy_helper
 
 torch = pytest.importorskip("torch")
 
-from clirun import assert_bad_input, cli, ok, sha256  # noqa: E402
-from models import ARCHITECTURES  # noqa: E402
-from onnxprune.errors import OnnxPruneError  # noqa: E402
-from onnxprune.torch.graph_module import GraphModule, write_back  # noqa: E402
+from clirun import assert_bad_input, cli, ok, sha256
+
+from models import ARCHITECTURES
+from onnxprune.errors import OnnxPruneError
+from onnxprune.torch.graph_module import GraphModule, write_back
 
 DIGITS = Path(__file__).resolve().parent.parent / "models" / "digits"
 

@@ -10,16 +10,16 @@ import onnxruntime as ort
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
+from torch import nn
 
-from models import ARCHITECTURES, build  # noqa: E402
-from onnxprune.decide.plan import PruningPlan  # noqa: E402
-from onnxprune.errors import OnnxPruneError  # noqa: E402
-from onnxprune.pipeline import PruneOptions, float_params, prune_file  # noqa: E402
-from onnxprune.torch.groups import prepare  # noqa: E402
-from onnxprune.torch.lasso import AdaptiveGroupLasso, BNSlimming, select_lambdas  # noqa: E402
-from onnxprune.torch.masks import BinarizeSTE, MaskPruner, soft_prune_  # noqa: E402
-from onnxprune.torch.slicing import apply_plan  # noqa: E402
+from models import ARCHITECTURES, build
+from onnxprune.decide.plan import PruningPlan
+from onnxprune.errors import OnnxPruneError
+from onnxprune.pipeline import PruneOptions, float_params, prune_file
+from onnxprune.torch.groups import prepare
+from onnxprune.torch.lasso import AdaptiveGroupLasso, BNSlimming, select_lambdas
+from onnxprune.torch.masks import BinarizeSTE, MaskPruner, soft_prune_
+from onnxprune.torch.slicing import apply_plan
 
 
 def digits_batch(n: int = 16) -> torch.Tensor:

@@ -31,9 +31,9 @@ import onnx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tools")]
 
-from onnxprune.pipeline import PruneOptions, prune_file  # noqa: E402
-from onnxprune.runtime.evaluate import Dataset, verify  # noqa: E402
-from onnxprune.torch.finetune import FinetuneOptions, finetune  # noqa: E402
+from onnxprune.pipeline import PruneOptions, prune_file
+from onnxprune.runtime.evaluate import Dataset, verify
+from onnxprune.torch.finetune import FinetuneOptions, finetune
 
 
 def score(original: Path, model: Path, data: Path, labels: bool) -> float:
