@@ -2,13 +2,13 @@
 
 The Python API (:mod:`onnxprune.api`), loaded on first use so that ``import onnxprune`` stays
 light: :func:`analyze`, :func:`sensitivity`, :func:`prune`, :func:`verify`, :func:`bench`,
-:func:`load_plan`, and
+:func:`finetune` (needs torch), :func:`load_plan`, and
 :class:`OnnxPruneError`.
 """
 
 __version__ = "0.1.0"
 
-_API = {"analyze", "bench", "load_plan", "prune", "sensitivity", "verify"}
+_API = {"analyze", "bench", "finetune", "load_plan", "prune", "sensitivity", "verify"}
 
 
 def __getattr__(name: str):

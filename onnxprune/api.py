@@ -20,9 +20,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from .analysis.groups import Analysis
 from .decide.plan import PruningPlan
 from .decide.sensitivity import DEFAULT_RATIOS, SensitivityReport, measure
-from .analysis.groups import Analysis
 from .pipeline import PruneOptions, PruneResult, load_and_analyze, prune_file
 from .runtime.bench import BenchReport
 from .runtime.evaluate import VerifyReport, parse_input_shapes
@@ -107,6 +107,26 @@ def verify(original: PathLike, pruned: PathLike, data: PathLike | None = None, *
 
     return run_verify(original, pruned, data_path=data, n_random=samples, shapes=_shapes(input_shapes) or None,
                       seed=seed, batch_size=batch_size, provider=provider)
+
+
+def finetune(pruned: PathLike, output: PathLike, *, teacher: PathLike, data: PathLike, val: PathLike | None = None,
+             epochs: int = 3, lr: float = 3e-4, batch_size: int = 64, temperature: float = 4.0,
+             kd_weight: float = 0.5, seed: int = 0, progress: bool = False):
+    """Fine-tune ``pruned`` by distillation from ``teacher`` on ``data`` (an ``.npz``; with
+    ``labels`` also cross-entropy) and write it to ``output``, as ``onnxprune finetune`` does.
+    Needs torch (``onnxprune[torch]``). Returns a
+    :class:`~onnxprune.torch.finetune.FinetuneResult` (per-epoch history, validation scores)."""
+    from .graph.outputs import OutputSet
+    from .torch.finetune import FinetuneOptions, finetune_into
+
+    reads = {"the pruned model": pruned, "the teacher model": teacher, "the data": data, "the validation data": val}
+    with OutputSet({"output": output}, reads, models=["output"]) as outputs:
+        options = FinetuneOptions(epochs=epochs, lr=lr, batch_size=batch_size, temperature=temperature,
+                                  kd_weight=kd_weight, seed=seed)
+        result = finetune_into(outputs, "output", pruned, teacher, data, val_path=val, options=options,
+                               progress=progress)
+        outputs.commit()
+    return result
 
 
 def bench(models: Sequence[PathLike], *, provider: str = "cpu", threads: int | None = None, batch_size: int = 1,

@@ -130,3 +130,15 @@ def test_finetune_bad_input_is_one_error_line(broken_digits, tmp_path):
     assert_bad_input(cli("finetune", broken_digits, "--teacher", teacher, "--data", tmp_path / "wrong.npz",
                          "-o", tmp_path / "o.onnx"), "input")
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_python_api_finetune_writes_the_same_graph(broken_digits, tmp_path):
+    import onnxprune
+
+    result = onnxprune.finetune(broken_digits, tmp_path / "api.onnx", teacher=DIGITS / "resnet8_digits.onnx",
+                                data=DIGITS / "digits_calib.npz", epochs=1, batch_size=128)
+    assert result.labels and len(result.history) == 1 and result.metric is None
+    assert [n.name for n in onnx.load(tmp_path / "api.onnx").graph.node] == [n.name for n in onnx.load(broken_digits).graph.node]
+    with pytest.raises(OnnxPruneError):
+        onnxprune.finetune(broken_digits, broken_digits, teacher=DIGITS / "resnet8_digits.onnx",
+                           data=DIGITS / "digits_calib.npz", epochs=1)

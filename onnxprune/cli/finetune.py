@@ -38,31 +38,21 @@ def finetune(pruned, teacher, data_path, output, val_path, epochs, lr, batch_siz
     metadata. With --val, the best-scoring weights are kept, the starting ones included.
     """
     from ..errors import OnnxPruneError
-    from ..graph import external_data_files
-    from ..graph.load import read_model
     from ..graph.outputs import OutputSet
 
     try:
         import torch  # noqa: F401
     except ImportError:
         raise OnnxPruneError("finetune needs PyTorch: pip install 'onnxprune[torch]'") from None
-    from ..pipeline import finalize
-    from ..torch.finetune import FinetuneOptions, load_dataset
-    from ..torch.finetune import finetune as run_finetune
+    from ..torch.finetune import FinetuneOptions, finetune_into
 
     out = Output(fmt, quiet, verbose, json_path)
     reads = {"the pruned model": pruned, "the teacher model": teacher, "the data": data_path, "the validation data": val_path}
     with OutputSet({"out_path": output, "json_path": out.json_file}, reads, models=["out_path"]) as outputs:
-        outputs.add_reads({"external data of a model": external_data_files(pruned) + external_data_files(teacher)})
-        student, _ = read_model(pruned)
-        data = load_dataset(data_path, student)
-        val = load_dataset(val_path, student) if val_path else None
         options = FinetuneOptions(epochs=epochs, lr=lr, batch_size=batch_size, temperature=temperature,
                                   kd_weight=kd_weight, seed=seed)
-        result = run_finetune(student, teacher, data, val=val, options=options, progress=out.progress())
-        shapes = {i.name: (1, *[d.dim_value or None for d in i.type.tensor_type.shape.dim[1:]])
-                  for i in student.graph.input}
-        outputs.stage_model("out_path", finalize(result.model, shapes, pruned))
+        result = finetune_into(outputs, "out_path", pruned, teacher, data_path, val_path=val_path, options=options,
+                               progress=out.progress())
         summary = {**result.to_dict(), "model": str(pruned), "teacher": str(teacher), "output": str(output)}
         if out.json_file:
             outputs.stage_bytes("json_path", json_text(summary).encode())

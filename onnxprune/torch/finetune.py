@@ -158,6 +158,25 @@ def finetune(student: onnx.ModelProto, teacher: onnx.ModelProto | str, data: Dat
                           round(time.perf_counter() - start, 2), n, labels is not None, asdict(options))
 
 
+def finetune_into(outputs, label: str, pruned, teacher, data_path, *, val_path=None,
+                  options: FinetuneOptions | None = None, progress: bool = False) -> FinetuneResult:
+    """Read ``pruned`` and the ``.npz`` files, :func:`finetune`, check the result (``onnx.checker``
+    and one onnxruntime run) and stage it as ``label`` in ``outputs`` (an
+    :class:`~onnxprune.graph.outputs.OutputSet`, which the caller commits)."""
+    from ..graph import external_data_files
+    from ..graph.load import read_model
+    from ..pipeline import finalize
+
+    outputs.add_reads({"external data of a model": external_data_files(pruned) + external_data_files(teacher)})
+    student, _ = read_model(pruned)
+    data = load_dataset(data_path, student)
+    val = load_dataset(val_path, student) if val_path else None
+    result = finetune(student, str(teacher), data, val=val, options=options, progress=progress)
+    shapes = {i.name: (1, *[d.dim_value or None for d in i.type.tensor_type.shape.dim[1:]]) for i in student.graph.input}
+    outputs.stage_model(label, finalize(result.model, shapes, pruned))
+    return result
+
+
 def load_dataset(path: str, model: onnx.ModelProto) -> Dataset:
     """The ``.npz`` at ``path`` as a dataset for ``model``'s inputs (see :func:`load_data`)."""
     return load_data(path, graph_input_specs(model))
