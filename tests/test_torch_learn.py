@@ -74,6 +74,24 @@ def test_budget_loss_counts_macs_through_the_masks():
     assert pruner.target_at(0, 100) == 1.0 and pruner.target_at(50, 100) == 0.5 and pruner.target_at(99, 100) == 0.5
 
 
+def test_tighten_schedule_keeps_the_scheduled_macs_and_the_plan_is_the_masks():
+    model = build("resnet20").eval()
+    mg = prepare(model, torch.zeros(1, 3, 32, 32))
+    pruner = MaskPruner(mg, 0.5)
+    assert pruner.tighten(0, 100) == 1.0 and float(pruner.macs().detach()) == 1.0
+    assert pruner.tighten(25, 100) == pytest.approx(0.75)
+    assert abs(float(pruner.macs().detach()) - 0.75) <= 0.02
+    pruner.tighten(60, 100)
+    masks = {gid: m.detach() for gid, m in pruner.masks().items()}
+    plan = pruner.plan()
+    assert abs(mg.kept(plan) - 0.5) <= 0.02
+    for gid, gp in plan.groups.items():
+        assert gp.keep == torch.nonzero(masks[gid]).flatten().tolist()
+    # Magnitude initialisation: the first masks drop the weakest filters (l1-like).
+    weakest = {g.id: int(np.argmin(pruner.channel_scores()[g.id])) for g in mg.groups}
+    assert sum(masks[gid][i] == 0 for gid, i in weakest.items() if gid in plan.groups) >= len(plan.groups) - 1
+
+
 # ---------------------------------------------------------------- penalties by hand
 def test_group_lasso_channel_term_by_hand():
     model = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.ReLU(), nn.Conv2d(2, 1, 1, bias=False))

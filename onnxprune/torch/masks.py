@@ -5,10 +5,10 @@ automatic mask learning", PeerJ Computer Science 11:e3132, 2025): one learnable 
 channel of every group. The forward pass uses the binary mask ``score >= threshold``; the
 backward pass treats the binarization as the identity (straight-through estimator, Bengio et
 al. 2013), so ``∂L/∂score = ∂L/∂mask``. No weight penalty and no per-layer rates: the amount is
-set by a MACs budget. The budget term is ``max(0, MACs(mask)/MACs − target)``, differentiable
-through the STE, and :meth:`MaskPruner.target_at` tightens the target linearly from 1 to the
-goal over the first part of training (a schedule, so masks are learned while the network
-adapts). Channels come back when their loss gradient outweighs the budget's.
+set by a MACs budget that tightens linearly from 1 to the goal over the first part of training
+(:meth:`MaskPruner.target_at`), held either by a schedule that re-ranks the scores (masks keep
+exactly the scheduled MACs) or by a penalty ``max(0, MACs(mask)/MACs − target)``,
+differentiable through the STE. Channels come back when their scores rise again.
 
 **Soft filter pruning** (He et al., "Soft Filter Pruning for Accelerating Deep CNNs", IJCAI
 2018; the dynamic-pruning seed's "pruned filters may recover"): :func:`soft_prune_` zeroes the
@@ -41,30 +41,79 @@ class BinarizeSTE(torch.autograd.Function):
 class MaskPruner(nn.Module):
     """Learnable channel masks for every mapped group of ``groups``.
 
-    ``scores[g]``: shape ``[channels]``, initialised to ``init`` (above ``threshold``, so every
-    channel starts kept). Train them (e.g. Adam, lr 1e-2) together with the weights::
+    ``scores[g]``: shape ``[channels]``, one per channel. Forward uses binary masks; backward
+    gives each score the loss gradient on its mask (straight-through). Every channel starts
+    kept: ``init="magnitude"`` (default) spreads the scores over ``(threshold, threshold +
+    0.5]`` by each channel's l2 norm relative to its group's largest; a number sets every score.
 
-        pruner = MaskPruner(groups, target_macs=0.5)
-        out = pruner(x)                                  # the masked module's output
-        loss = task_loss(out) + weight * pruner.budget_loss(pruner.target_at(step, steps))
+    Two ways to hold the MACs budget:
 
-    then :meth:`plan` gives the plan of the channels whose mask is 1.
+    * **schedule** (recommended): call :meth:`tighten` every few steps. It re-ranks all scores
+      across groups and sets the masks to the channels that keep the scheduled MACs
+      (:meth:`target_at`: from 1 down to the target over the first half of training), so the
+      budget is met exactly while scores move only by the task loss. Train the scores with
+      Adam (about 1e-2)::
+
+          pruner = MaskPruner(groups, target_macs=0.5)
+          for step in range(steps):
+              if step % 8 == 0:
+                  pruner.tighten(step, steps)
+              loss = task_loss(pruner(x))          # the masked module's output
+
+    * **penalty**: masks are ``score >= threshold`` and the loss adds
+      ``weight * budget_loss(target_at(step, steps))``. The budget's gradient is the same for
+      every channel of a group, so whole groups tend to cross the threshold together; on
+      ResNet-20 with Adam or momentum on the scores the network collapsed to chance.
+
+    :meth:`plan` gives the plan of the channels whose mask is 1.
     """
 
-    def __init__(self, groups: ModuleGroups, target_macs: float, *, threshold: float = 0.5, init: float = 1.0) -> None:
+    def __init__(self, groups: ModuleGroups, target_macs: float, *, threshold: float = 0.5,
+                 init: float | str = "magnitude") -> None:
         super().__init__()
         if not 0 < target_macs <= 1:
             raise ValueError(f"target_macs must be in (0, 1], not {target_macs}")
         self.groups, self.target_macs, self.threshold = groups, float(target_macs), float(threshold)
-        self.scores = nn.ParameterDict({_key(g.id): nn.Parameter(torch.full((g.channels,), float(init)))
-                                        for g in groups.groups})
+        self._keep: dict[str, torch.Tensor] | None = None
+        params = dict(groups.module.named_parameters())
+        scores = {}
+        for g in groups.groups:
+            if init == "magnitude":
+                with torch.no_grad():
+                    norms = channel_norms(params, g)
+                scores[_key(g.id)] = nn.Parameter(self.threshold + 0.05 + 0.45 * norms / norms.max().clamp_min(1e-12))
+            else:
+                scores[_key(g.id)] = nn.Parameter(torch.full((g.channels,), float(init)))
+        self.scores = nn.ParameterDict(scores)
 
     def masks(self) -> dict[str, torch.Tensor]:
         """Group id → binary mask ``[channels]`` (straight-through in backward)."""
-        return {g.id: BinarizeSTE.apply(self.scores[_key(g.id)], self.threshold) for g in self.groups.groups}
+        out = {}
+        for g in self.groups.groups:
+            score = self.scores[_key(g.id)]
+            if self._keep is None:
+                out[g.id] = BinarizeSTE.apply(score, self.threshold)
+            else:
+                out[g.id] = self._keep[g.id] + score - score.detach()
+        return out
 
     def forward(self, *inputs):
         return self.groups.forward(*inputs, channel_masks=self.masks())
+
+    @torch.no_grad()
+    def tighten(self, step: int, steps: int, ramp: float = 0.5) -> float:
+        """Schedule mode: set the masks to the top-scoring channels, ranked across groups, that
+        keep :meth:`target_at` ``(step, steps, ramp)`` of the MACs. Returns that target."""
+        target = self.target_at(step, steps, ramp)
+        plan = self.groups.plan(self.channel_scores(), target_macs=target, method="mlpruner") if target < 1 else None
+        self._keep = {}
+        for g in self.groups.groups:
+            keep = torch.ones(g.channels)
+            if plan is not None and g.id in plan.groups and plan.groups[g.id].keep is not None:
+                keep = torch.zeros(g.channels)
+                keep[torch.as_tensor(plan.groups[g.id].keep, dtype=torch.long)] = 1.0
+            self._keep[g.id] = keep
+        return target
 
     def macs(self) -> torch.Tensor:
         """Fraction of MACs the current masks keep (differentiable through the STE)."""
@@ -77,17 +126,20 @@ class MaskPruner(nn.Module):
         return 1.0 - t * (1.0 - self.target_macs)
 
     def budget_loss(self, target: float | None = None) -> torch.Tensor:
-        """``max(0, MACs kept − target)`` (fraction of the model's MACs)."""
+        """Penalty mode: ``max(0, MACs kept − target)`` (fraction of the model's MACs)."""
         return torch.relu(self.macs() - (self.target_macs if target is None else target))
 
     def channel_scores(self) -> dict[str, np.ndarray]:
         return {g.id: self.scores[_key(g.id)].detach().cpu().numpy().astype(np.float64) for g in self.groups.groups}
 
     def plan(self) -> PruningPlan:
-        """The channels whose mask is 1; when that misses the MACs target by more than the
-        tolerance, the scores ranked across groups meet it instead."""
-        return self.groups.plan(self.channel_scores(), threshold=self.threshold, target_macs=self.target_macs,
-                                method="mlpruner")
+        """The channels whose mask is 1 (the training masks). When they miss the MACs target by
+        more than the tolerance, the scores ranked across groups meet it instead."""
+        if self._keep is None:
+            return self.groups.plan(self.channel_scores(), threshold=self.threshold, target_macs=self.target_macs,
+                                    method="mlpruner")
+        marks = {gid: np.where(k.numpy() > 0, 1.0, 0.0) for gid, k in self._keep.items()}
+        return self.groups.plan(marks, threshold=0.5, target_macs=self.target_macs, method="mlpruner")
 
     def export_plan(self, path) -> PruningPlan:
         """Write :meth:`plan` as JSON to ``path`` (for ``onnxprune prune EXPORT --plan PATH``)."""
