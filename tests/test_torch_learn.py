@@ -92,6 +92,19 @@ def test_tighten_schedule_keeps_the_scheduled_macs_and_the_plan_is_the_masks():
     assert sum(masks[gid][i] == 0 for gid, i in weakest.items() if gid in plan.groups) >= len(plan.groups) - 1
 
 
+def test_bn_recalibration_averages_the_masked_module_statistics():
+    model = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.BatchNorm2d(2), nn.ReLU(), nn.Conv2d(2, 1, 1)).eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([1.0, 3.0]).view(2, 1, 1, 1))
+    mg = prepare(model, torch.zeros(1, 1, 2, 2))
+    x = torch.arange(16.0).view(4, 1, 2, 2)
+    seen = mg.recalibrate_bn([x[:2], x[2:]], channel_masks={mg.groups[0].id: torch.tensor([1.0, 0.0])})
+    assert seen == 4 and not model.training and model[1].momentum == 0.1
+    # Channel 0 sees x, channel 1 is masked to 0: plain averages of the two batches' statistics.
+    assert model[1].running_mean.tolist() == pytest.approx([7.5, 0.0])
+    assert model[1].running_var[0].item() == pytest.approx(float((x[:2].var() + x[2:].var()) / 2))
+
+
 # ---------------------------------------------------------------- penalties by hand
 def test_group_lasso_channel_term_by_hand():
     model = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.ReLU(), nn.Conv2d(2, 1, 1, bias=False))
