@@ -16,7 +16,9 @@ initializer name is the smaller, exact bridge.
 **Ops** (ONNX spec semantics, default domain, opsets 11-21): those in :data:`OPS`. A graph with
 any other op (or ``auto_pad`` other than ``NOTSET``, a ``wrap`` Pad, or a reflect/edge Pad
 of the batch or channel axis) is refused
-with the op's name. BatchNormalization always uses its running statistics (the pruned model's
+with the op's name. Weights held in ``Constant`` nodes (as some converters write
+them) stay fixed: ``onnxprune prune`` writes every weight as an initializer, so a pruned file
+trains whole. BatchNormalization always uses its running statistics (the pruned model's
 own; its scale and shift train), which keeps fine-tuning stable at small batches. Control flow
 (If, Loop, Scan) is not supported.
 """
