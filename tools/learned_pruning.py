@@ -260,14 +260,21 @@ def run_seed(run: Run, lambdas: tuple[float, float]) -> list[dict]:
     rows = [{"arch": run.arch, "seed": run.seed, "method": "original", "macs_kept": 1.0, "params_kept": 1.0,
              "accuracy": accuracy_onnx(run.original, run.data["x_test"], run.data["y_test"]), "file": str(run.original)}]
     print(json.dumps(rows[-1]), flush=True)
-    rows.append(one_shot(run, "l1+ft"))
-    rows.append(one_shot(run, "global+recon+ft", global_rank=True, recover="reconstruct", data=str(run.calib)))
-    rows.append(learned(run, "slimming", lambda mg, _: BNSlimming(mg).plan(target),
-                        extra_loss=lambda mg, _: slimming_loss(mg)))
-    rows.append(learned(run, "mlpruner", lambda mg, p: p.plan(), masks=lambda mg: MaskPruner(mg, target)))
-    l0, l1 = lambdas
+    wanted = set(run.args.methods or METHODS)
+    if "l1+ft" in wanted:
+        rows.append(one_shot(run, "l1+ft"))
+    if "global+recon+ft" in wanted:
+        rows.append(one_shot(run, "global+recon+ft", global_rank=True, recover="reconstruct", data=str(run.calib)))
+    if "slimming" in wanted:
+        rows.append(learned(run, "slimming", lambda mg, _: BNSlimming(mg).plan(target),
+                            extra_loss=lambda mg, _: slimming_loss(mg)))
+    if "mlpruner" in wanted:
+        rows.append(learned(run, "mlpruner", lambda mg, p: p.plan(), masks=lambda mg: MaskPruner(mg, target)))
+    l0, l1 = lambdas or (0.0, 0.0)
     for method, a, b, width, depth in (("amsc-width", 0.0, l1, True, False), ("amsc-depth", l0, 0.0, False, True),
                                        ("amsc", l0, l1, True, True)):
+        if method not in wanted:
+            continue
         holder = {}
 
         def loss(mg, _, a=a, b=b, holder=holder):
@@ -276,8 +283,12 @@ def run_seed(run: Run, lambdas: tuple[float, float]) -> list[dict]:
 
         rows.append(learned(run, method, lambda mg, _, w=width, d=depth, h=holder: h["lasso"].plan(target_macs=target, width=w, depth=d),
                             extra_loss=loss, lambda0=a, lambda1=b))
-    rows.append(torch_pruning(run))
+    if "tp-groupnorm" in wanted:
+        rows.append(torch_pruning(run))
     return rows
+
+
+METHODS = ("l1+ft", "global+recon+ft", "slimming", "mlpruner", "amsc-width", "amsc-depth", "amsc", "tp-groupnorm")
 
 
 def latency(rows: list[dict], runs: int) -> dict:
@@ -322,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--lr", type=float, default=3e-4, help="fine-tuning learning rate (Adam)")
     parser.add_argument("--lambdas", type=float, nargs=2, metavar=("L0", "L1"), help="skip the λ selection")
+    parser.add_argument("--methods", nargs="+", help="run only these methods (and the original)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     data = load_task()
@@ -331,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         lambdas = args.lambdas
         for seed in args.seeds:
             run = Run(args.dir, args.arch, seed, data, work, args)
-            if lambdas is None:
+            if lambdas is None and set(args.methods or METHODS) & {"amsc-width", "amsc-depth", "amsc"}:
                 l0, l1, trials = amsc_lambdas(run)
                 print(json.dumps({"lambda_trials": trials, "lambda0": l0, "lambda1": l1}), flush=True)
                 lambdas = (l0, l1)
