@@ -451,6 +451,8 @@ def test_bench(pruned, tmp_path):
                "--min-channels", "--exclude", "--json"]),
     ("verify", ["--data", "--samples", "--json"]),
     ("bench", ["--runs", "--warmup", "--batch", "--json"]),
+    ("finetune", ["--teacher", "--data", "--output", "--val", "--epochs", "--lr", "--batch-size", "--kd-weight",
+                  "--json"]),
 ])
 def test_help(command, options):
     text = ok(cli(command, "--help")).stdout
@@ -461,7 +463,7 @@ def test_help(command, options):
 
 def test_main_help_and_version():
     text = ok(cli("--help")).stdout
-    assert all(c in text for c in ("analyze", "prune", "verify", "bench"))
+    assert all(c in text for c in ("analyze", "prune", "verify", "bench", "finetune"))
     assert "onnxprune, version" in ok(cli("--version")).stdout
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import Column, Output, handle_errors, json_text, output_options
+from .common import Column, Output, handle_errors, input_shape_option, json_text, output_options, parse_shapes
 
 
 @click.command()
@@ -27,10 +27,11 @@ from .common import Column, Output, handle_errors, json_text, output_options
               help="Weight α of the distillation loss when the data has labels: (1-α)·CE + α·KD. "
                    "Without labels the loss is KD alone.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the shuffling.")
+@input_shape_option
 @output_options
 @handle_errors
 def finetune(pruned, teacher, data_path, output, val_path, epochs, lr, batch_size, temperature, kd_weight, seed,
-             json_path, fmt, quiet, verbose):
+             input_shape, json_path, fmt, quiet, verbose):
     """Fine-tune PRUNED by knowledge distillation from --teacher, with no source code.
 
     The graph runs as a torch module (needs `pip install onnxprune[torch]`); its trained weights
@@ -52,7 +53,7 @@ def finetune(pruned, teacher, data_path, output, val_path, epochs, lr, batch_siz
         options = FinetuneOptions(epochs=epochs, lr=lr, batch_size=batch_size, temperature=temperature,
                                   kd_weight=kd_weight, seed=seed)
         result = finetune_into(outputs, "out_path", pruned, teacher, data_path, val_path=val_path, options=options,
-                               progress=out.progress())
+                               progress=out.progress(), shapes=parse_shapes(input_shape))
         summary = {**result.to_dict(), "model": str(pruned), "teacher": str(teacher), "output": str(output)}
         if out.json_file:
             outputs.stage_bytes("json_path", json_text(summary).encode())

@@ -159,10 +159,12 @@ def finetune(student: onnx.ModelProto, teacher: onnx.ModelProto | str, data: Dat
 
 
 def finetune_into(outputs, label: str, pruned, teacher, data_path, *, val_path=None,
-                  options: FinetuneOptions | None = None, progress: bool = False) -> FinetuneResult:
+                  options: FinetuneOptions | None = None, progress: bool = False,
+                  shapes: dict | None = None) -> FinetuneResult:
     """Read ``pruned`` and the ``.npz`` files, :func:`finetune`, check the result (``onnx.checker``
-    and one onnxruntime run) and stage it as ``label`` in ``outputs`` (an
-    :class:`~onnxprune.graph.outputs.OutputSet`, which the caller commits)."""
+    and one onnxruntime run, at ``shapes`` or else one sample of the data) and stage it as
+    ``label`` in ``outputs`` (an :class:`~onnxprune.graph.outputs.OutputSet`, which the caller
+    commits)."""
     from ..graph import external_data_files
     from ..graph.load import read_model
     from ..pipeline import finalize
@@ -172,7 +174,7 @@ def finetune_into(outputs, label: str, pruned, teacher, data_path, *, val_path=N
     data = load_dataset(data_path, student)
     val = load_dataset(val_path, student) if val_path else None
     result = finetune(student, str(teacher), data, val=val, options=options, progress=progress)
-    shapes = {i.name: (1, *[d.dim_value or None for d in i.type.tensor_type.shape.dim[1:]]) for i in student.graph.input}
+    shapes = {name: (1, *array.shape[1:]) for name, array in data.inputs.items()} | dict(shapes or {})
     outputs.stage_model(label, finalize(result.model, shapes, pruned))
     return result
 
