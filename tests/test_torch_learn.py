@@ -112,10 +112,10 @@ def test_group_lasso_channel_term_by_hand():
         model[0].weight.copy_(torch.tensor([1.0, 2.0]).view(2, 1, 1, 1))
     mg = prepare(model, torch.zeros(1, 1, 4, 4))
     lasso = AdaptiveGroupLasso(mg, lambda0=0.0, lambda1=0.1)
-    assert float(lasso()) == pytest.approx(0.1 * 2)  # each channel: sqrt(q=1) * |w| / |w_hat| = 1
+    assert lasso().item() == pytest.approx(0.1 * 2)  # each channel: sqrt(q=1) * |w| / |w_hat| = 1
     with torch.no_grad():
         model[0].weight.copy_(torch.tensor([3.0, 4.0]).view(2, 1, 1, 1))
-    assert float(lasso()) == pytest.approx(0.1 * (3 / 1 + 4 / 2), rel=1e-5)
+    assert lasso().item() == pytest.approx(0.1 * (3 / 1 + 4 / 2), rel=1e-5)
     np.testing.assert_allclose(lasso.channel_ratios()[mg.groups[0].id], [3.0, 2.0], rtol=1e-5)
 
 
@@ -138,10 +138,10 @@ def test_group_lasso_block_term_by_hand():
     mg = prepare(model, torch.zeros(1, 1, 4, 4))
     assert [b.params for b in mg.blocks] == [["branch.weight"]]
     lasso = AdaptiveGroupLasso(mg, lambda0=0.5, lambda1=0.0)
-    assert float(lasso()) == pytest.approx(0.5 * 2 * 5 / 5, rel=1e-5)  # sqrt(q=4) * |θ| / |θ̂|
+    assert lasso().item() == pytest.approx(0.5 * 2 * 5 / 5, rel=1e-5)  # sqrt(q=4) * |θ| / |θ̂|
     with torch.no_grad():
         model.branch.weight.mul_(0.01)
-    assert float(lasso()) == pytest.approx(0.5 * 2 * 0.01, rel=1e-4)
+    assert lasso().item() == pytest.approx(0.5 * 2 * 0.01, rel=1e-4)
     plan = lasso.plan(threshold=0.05, width=False)
     assert plan.drop_blocks == [mg.blocks[0].add]
 
@@ -152,7 +152,7 @@ def test_bn_slimming_penalty_and_scores_by_hand():
         model[1].weight.copy_(torch.tensor([0.5, -2.0, 0.1]))
     mg = prepare(model, torch.zeros(1, 1, 4, 4))
     slim = BNSlimming(mg, weight=0.1)
-    assert float(slim()) == pytest.approx(0.1 * 2.6)
+    assert slim().item() == pytest.approx(0.1 * 2.6)
     np.testing.assert_allclose(slim.channel_scores()[mg.groups[0].id], [0.5, 2.0, 0.1], rtol=1e-6)
 
 
