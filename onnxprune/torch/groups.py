@@ -21,6 +21,10 @@ channel contributes nothing: the masked module computes what the pruned graph co
 block mask multiplies every parameter of the block's branch, so a zero mask makes the branch
 output zero (Conv/BN/ReLU/Linear branches).
 
+**BN statistics.** Masks that move during training leave BatchNorm running averages behind
+the channels finally kept: :meth:`ModuleGroups.recalibrate_bn` re-estimates them for the masked
+module before it is exported or evaluated.
+
 **MACs.** :meth:`ModuleGroups.macs` is differentiable in per-group keep fractions: each counted
 node's MACs are ``macs_n · Π_g k_g^{e_{n,g}} · Π_b keep_b``, the exponents read off the cost
 model by halving each group once (1 for a layer the group feeds or produces, 0 otherwise), and
@@ -340,9 +344,8 @@ def _macs_terms(mg: ModuleGroups) -> list[tuple[int, dict[str, float], list[str]
     for g in mg.groups:
         if g.channels < 2:
             continue
-        removed = g_units = analysis.group(g.id).units
         half = g.channels // 2
-        removed = g_units[:half]
+        removed = analysis.group(g.id).units[:half]
         fraction = (g.channels - half) / g.channels
         halved = cost_model.macs_by_node(analysis.alive_ids(removed))
         for i, m in base.items():
