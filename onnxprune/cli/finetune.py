@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from .common import Column, Output, handle_errors, input_shape_option, json_text, output_options, parse_shapes
+from .common import (
+    Column,
+    Output,
+    handle_errors,
+    input_shape_option,
+    json_text,
+    output_options,
+    parse_shapes,
+)
 
 
 @click.command()
