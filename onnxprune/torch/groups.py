@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from onnx import numpy_helper
 from torch import nn
 
 from ..analysis.cost import CostModel
@@ -326,8 +327,6 @@ def _by_identity(analysis: Analysis, params: dict[str, torch.Tensor]) -> dict[st
     for init in analysis.model.graph.initializer:
         if init.name in params or tuple(init.dims) not in by_shape:
             continue
-        from onnx import numpy_helper
-
         values = numpy_helper.to_array(init)
         hits = [n for n in by_shape[tuple(init.dims)]
                 if values.dtype == np.float32 and np.array_equal(params[n].detach().cpu().numpy(), values)]
