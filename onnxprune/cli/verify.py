@@ -17,8 +17,8 @@ from .common import Column, Output, handle_errors, input_shape_option, json_text
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the random samples.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Samples per onnxruntime run.")
-@click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="onnxruntime execution provider.")
+@click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
+              help="onnxruntime execution provider (a GPU provider that is missing or falls back is an error).")
 @input_shape_option
 @output_options
 @handle_errors

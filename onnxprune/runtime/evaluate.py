@@ -2,8 +2,8 @@
 
 The pieces, in the order ``onnxprune verify`` uses them:
 
-* :func:`~onnxprune.runtime.session.make_session` builds an onnxruntime session (CPU or CUDA),
-  and :func:`~onnxprune.runtime.session.input_specs` reads its inputs.
+* :func:`~onnxprune.runtime.session.make_session` builds an onnxruntime session (CPU, CUDA or
+  TensorRT), and :func:`~onnxprune.runtime.session.input_specs` reads its inputs.
 * :func:`load_data` reads an ``.npz`` file; :func:`random_data` makes seeded random inputs.
   :func:`parse_input_shapes` parses the ``--input-shape name:1x3x224x224`` option.
 * :func:`run_model` runs a :class:`Dataset` through a session, batch by batch.
@@ -20,11 +20,11 @@ from __future__ import annotations
 import math
 import os
 import zipfile
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import onnxruntime
 
 from ..errors import OnnxPruneError
 from ..graph.inputs import check_allocatable, fmt_dims, resolve_input_shape
@@ -37,6 +37,9 @@ from .session import (  # noqa: F401  (re-exported: the names evaluate has alway
     ort_message,
     source_label,
 )
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 LABELS_KEY = "labels"
 """Name of the optional labels array in an ``.npz`` data file."""
@@ -557,6 +560,10 @@ def verify(
     The data is the ``.npz`` at ``data_path`` (see :func:`load_data`; its ``labels`` give
     accuracies), or else ``n_random`` samples from :func:`random_data` with ``shapes`` and
     ``seed``. Both models see identical inputs, ``batch_size`` samples per run.
+    ``provider`` is ``"cpu"``, ``"cuda"`` or ``"tensorrt"``, with the checks of
+    :func:`~onnxprune.runtime.session.make_session` (a GPU provider that is missing or falls
+    back is an error). Inputs go through ``session.run`` (copied to the device on each run),
+    which costs time but not accuracy.
 
     Raises :class:`OnnxPruneError` if the models' inputs differ (names, dtypes or shapes) or
     their output names differ, if ``shapes`` is given together with ``data_path``, if a shape's

@@ -3,17 +3,31 @@
 Every session is quiet: onnxruntime's own log lines (coloured, several lines, C++ locations)
 never reach the terminal; an error is reported once, as one line, by the caller. Messages are
 shortened by :func:`ort_message`.
+
+onnxruntime is an optional dependency, in one of two flavours that share the ``onnxruntime``
+import package: ``pip install "onnxprune[cpu]"`` (the ``onnxruntime`` wheel) or
+``"onnxprune[gpu]"`` (``onnxruntime-gpu``, which has the CPU provider too). Installing both
+leaves whichever was installed last, so the extras never pull both. Without either, this module
+still imports (``analyze`` on a model whose shapes infer statically needs no onnxruntime), and
+:func:`require_onnxruntime` (called by :func:`make_session`) raises one clear error.
+
+Providers (:data:`PROVIDERS`): ``cpu``; ``cuda`` (CPU as the fallback for ops without a CUDA
+kernel); ``tensorrt`` (CUDA, then CPU, for nodes TensorRT cannot take). A GPU session whose
+first provider is not the one asked for is an error, never a silent CPU run. Sources:
+onnxruntime's "Execution Providers" docs (CUDA, TensorRT) and its Python API summary.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
+import io
 import os
 import re
 from typing import NamedTuple
 
 import numpy as np
 import onnx
-import onnxruntime
 
 from ..errors import OnnxPruneError
 
@@ -21,16 +35,122 @@ ModelSource = str | os.PathLike | bytes | onnx.ModelProto
 """A model given as a file path, serialized bytes, or an in-memory ``onnx.ModelProto``."""
 
 _QUIET = 4  # onnxruntime's FATAL: nothing below it is printed
-onnxruntime.set_default_logger_severity(_QUIET)
+
+INSTALL_HINT = 'pip install "onnxprune[cpu]", or "onnxprune[gpu]" on a machine with an NVIDIA GPU'
+"""How to get onnxruntime: the two extras, which install exactly one flavour each."""
+
+try:
+    import onnxruntime
+except ImportError as _exc:  # neither extra installed, or a broken install
+    onnxruntime = None
+    _IMPORT_ERROR: str | None = (
+        "onnxruntime is not installed" if getattr(_exc, "name", None) == "onnxruntime"
+        else f"onnxruntime cannot be imported ({(str(_exc).splitlines() or ['?'])[0][:200]})"
+    )
+else:
+    _IMPORT_ERROR = None
+    onnxruntime.set_default_logger_severity(_QUIET)
 
 PROVIDERS: dict[str, str] = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
 }
 """Provider names accepted by :func:`make_session`, mapped to onnxruntime's names."""
 
 _CPU = PROVIDERS["cpu"]
 _CUDA = PROVIDERS["cuda"]
+_TRT = PROVIDERS["tensorrt"]
+_GPU_NAMES = {_CUDA: "CUDA", _TRT: "TensorRT"}
+
+DEVICES: dict[str, str] = {"cpu": "cpu", "cuda": "cuda", "tensorrt": "cuda"}
+"""Where each provider keeps its tensors: the ``device_type`` of ``OrtValue`` and IO binding."""
+
+
+def require_onnxruntime():
+    """The imported ``onnxruntime`` module.
+
+    Raises :class:`OnnxPruneError` (``error: onnxruntime is not installed; pip install
+    "onnxprune[cpu]", ...``) when neither ``onnxruntime`` nor ``onnxruntime-gpu`` is importable.
+    """
+    if onnxruntime is None:
+        raise OnnxPruneError(f"{_IMPORT_ERROR}; {INSTALL_HINT}")
+    return onnxruntime
+
+
+def provider_key(provider: str) -> str:
+    """``provider`` (any case) as a key of :data:`PROVIDERS`; raises :class:`OnnxPruneError`
+    for an unknown one."""
+    key = provider.lower() if isinstance(provider, str) else provider
+    if key not in PROVIDERS:
+        raise OnnxPruneError(
+            f"unknown provider {provider!r}; choose one of: {', '.join(PROVIDERS)}"
+        )
+    return key
+
+
+def _installed_flavours() -> list[str]:
+    """The onnxruntime distributions pip has installed (``onnxruntime``, ``onnxruntime-gpu``)."""
+    found = []
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        found.append(dist)
+    return found
+
+
+def check_provider_available(provider: str) -> str:
+    """onnxruntime's name for ``provider`` (``"cuda"`` → ``"CUDAExecutionProvider"``), after
+    checking that the installed onnxruntime offers it (and, for TensorRT, CUDA too).
+
+    Raises :class:`OnnxPruneError` for an unknown provider, no onnxruntime, or a GPU provider
+    that ``onnxruntime.get_available_providers()`` lacks; the message lists what it has, and
+    says so when both the CPU and the GPU wheel are installed (the CPU one then shadows the GPU
+    one).
+    """
+    execution_provider = PROVIDERS[provider_key(provider)]
+    ort = require_onnxruntime()
+    if execution_provider == _CPU:
+        return execution_provider
+    available = ort.get_available_providers()
+    needed = [execution_provider] + ([_CUDA] if execution_provider == _TRT else [])
+    missing = [p for p in needed if p not in available]
+    if missing:
+        name = _GPU_NAMES[execution_provider]
+        flavours = _installed_flavours()
+        if len(flavours) > 1:
+            fix = ("both onnxruntime and onnxruntime-gpu are installed and the CPU wheel shadows the GPU "
+                   'one: pip uninstall -y onnxruntime onnxruntime-gpu && pip install "onnxprune[gpu]"')
+        elif execution_provider == _TRT:
+            fix = 'install "onnxprune[gpu]" and TensorRT on a machine with an NVIDIA GPU'
+        else:
+            fix = 'install "onnxprune[gpu]" on a machine with a GPU'
+        what = (f"{name} execution provider is not available" if execution_provider in missing else
+                f"{name} execution provider needs the CUDA execution provider, which is not available")
+        raise OnnxPruneError(f"{what} (installed onnxruntime has: {', '.join(available)}); {fix}")
+    return execution_provider
+
+
+def provider_chain(
+    provider: str, options: dict[str, str] | None = None
+) -> list[str | tuple[str, dict[str, str]]]:
+    """The ``providers`` list that :func:`make_session` gives onnxruntime for ``provider``.
+
+    ``cpu`` → ``[CPU]``; ``cuda`` → ``[CUDA, CPU]``; ``tensorrt`` → ``[TensorRT, CUDA, CPU]``:
+    onnxruntime assigns each node to the first provider in the list that can run it, so nodes
+    that TensorRT rejects run in CUDA, and ops without a CUDA kernel on the CPU. ``options``
+    (onnxruntime provider options, e.g. ``{"trt_fp16_enable": "True"}``) go to the first
+    provider. Raises :class:`OnnxPruneError` for an unknown provider.
+    """
+    first = PROVIDERS[provider_key(provider)]
+    chain: list[str | tuple[str, dict[str, str]]] = [(first, dict(options)) if options else first]
+    if first == _TRT:
+        chain.append(_CUDA)
+    if first != _CPU:
+        chain.append(_CPU)
+    return chain
 
 _ORT_DTYPES: dict[str, np.dtype] = {
     "tensor(float)": np.dtype(np.float32),
@@ -67,39 +187,35 @@ def make_session(
     allow_spinning: bool = True,
     optimize: bool = True,
     label: str | None = None,
+    provider_options: dict[str, str] | None = None,
 ) -> onnxruntime.InferenceSession:
     """Create an onnxruntime session for ``model``.
 
-    ``provider`` is ``"cpu"`` or ``"cuda"`` (CUDA keeps CPU as the fallback for ops that CUDA
-    lacks). ``threads`` sets ``intra_op_num_threads``; ``None`` keeps onnxruntime's default
-    (one thread per physical core). The graph optimization level stays at onnxruntime's
-    default (``ORT_ENABLE_ALL``), because that is what users deploy. ``allow_spinning=False``
-    stops idle intra-op threads from busy-waiting after a run; :mod:`onnxprune.bench` needs
-    that when it alternates between sessions, or one session's spinning threads steal the
-    cores of the next. ``optimize=False`` turns graph optimizations off (a probe of
+    ``provider`` is ``"cpu"``, ``"cuda"`` (CUDA keeps CPU as the fallback for ops that CUDA
+    lacks) or ``"tensorrt"`` (TensorRT, then CUDA, then CPU; see :func:`provider_chain`).
+    ``provider_options`` go to that first provider (e.g. ``{"trt_fp16_enable": "True"}``;
+    names in onnxruntime's execution-provider docs). ``threads`` sets ``intra_op_num_threads``;
+    ``None`` keeps onnxruntime's default (one thread per physical core). The graph optimization
+    level stays at onnxruntime's default (``ORT_ENABLE_ALL``), because that is what users
+    deploy. ``allow_spinning=False`` stops idle intra-op threads from busy-waiting after a run;
+    :mod:`onnxprune.bench` needs that when it alternates between sessions, or one session's
+    spinning threads steal the cores of the next. ``optimize=False`` turns graph optimizations off (a probe of
     intermediate shapes needs the graph as it is). ``label`` names the model in errors
     (default: its path).
 
     Paths are handed to onnxruntime as paths, so external weight files next to the model are
     found. A ``ModelProto`` is serialized first, which protobuf limits to 2 GB.
 
-    Raises :class:`OnnxPruneError` for an unknown provider, a bad ``threads`` value, a missing
-    model file, a model onnxruntime cannot load (with its first message line), CUDA not
-    installed, or CUDA installed but not used (onnxruntime silently falls back to CPU).
+    On a GPU provider, onnxruntime's Python fallback (which prints an ``EP Error`` banner on
+    stdout and retries on other providers) is turned off, at creation and at run time: a
+    provider that fails is an error here, never a silent CPU run.
+
+    Raises :class:`OnnxPruneError` for no onnxruntime installed, an unknown provider, a bad
+    ``threads`` value, a missing model file, a model onnxruntime cannot load (with its first
+    message line), CUDA or TensorRT not available in the installed onnxruntime, or available
+    but not used (onnxruntime falls back to the next provider when one cannot initialise).
     """
-    key = provider.lower() if isinstance(provider, str) else provider
-    if key not in PROVIDERS:
-        raise OnnxPruneError(
-            f"unknown provider {provider!r}; choose one of: {', '.join(PROVIDERS)}"
-        )
-    execution_provider = PROVIDERS[key]
-    if execution_provider == _CUDA:
-        available = onnxruntime.get_available_providers()
-        if _CUDA not in available:
-            raise OnnxPruneError(
-                "CUDA execution provider is not available (installed onnxruntime has: "
-                f"{', '.join(available)}); install onnxprune[gpu] on a machine with a GPU"
-            )
+    execution_provider = check_provider_available(provider)
     options = onnxruntime.SessionOptions()
     options.log_severity_level = _QUIET
     if threads is not None:
@@ -110,20 +226,45 @@ def make_session(
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     if not allow_spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = [execution_provider] if execution_provider == _CPU else [execution_provider, _CPU]
     label = label or source_label(model)
+    if execution_provider == _CPU:
+        try:
+            session = onnxruntime.InferenceSession(
+                _ort_model_arg(model), sess_options=options,
+                providers=provider_chain(provider, provider_options),
+            )
+        except OnnxPruneError:
+            raise
+        except Exception as exc:  # onnxruntime's exceptions derive from Exception directly
+            raise OnnxPruneError(f"onnxruntime cannot load {label}: {ort_message(exc)}") from None
+        return session
+    return _gpu_session(model, provider, options, provider_options, label)
+
+
+def _gpu_session(model, provider, options, provider_options, label):
+    execution_provider = PROVIDERS[provider_key(provider)]
+    name = _GPU_NAMES[execution_provider]
+    banner = io.StringIO()  # an onnxruntime without the enable_fallback argument prints its retry here
     try:
-        session = onnxruntime.InferenceSession(
-            _ort_model_arg(model), sess_options=options, providers=providers
-        )
+        with contextlib.redirect_stdout(banner):
+            session = onnxruntime.InferenceSession(
+                _ort_model_arg(model), sess_options=options,
+                providers=provider_chain(provider, provider_options), enable_fallback=0,
+            )
     except OnnxPruneError:
         raise
-    except Exception as exc:  # onnxruntime's exceptions derive from Exception directly
-        raise OnnxPruneError(f"onnxruntime cannot load {label}: {ort_message(exc)}") from None
-    if execution_provider == _CUDA and session.get_providers()[0] != _CUDA:
+    except Exception as exc:  # noqa: BLE001  (onnxruntime's exceptions derive from Exception directly)
+        raise OnnxPruneError(f"onnxruntime cannot load {label} with {name}: {ort_message(exc)}") from None
+    session.disable_fallback()  # a run that fails in the provider raises instead of rerunning on CPU
+    used = session.get_providers()
+    if used[0] != execution_provider:
+        check = ("the TensorRT installation (libnvinfer on the library path, a version that matches "
+                 "onnxruntime-gpu)" if execution_provider == _TRT else "the CUDA and cuDNN installation")
+        reason = re.search(r"EP Error:? (.*?) (?:when )?using", banner.getvalue())
+        why = f" ({ort_message(RuntimeError(reason.group(1)))})" if reason else ""
         raise OnnxPruneError(
-            f"onnxruntime could not initialise CUDA for {label} and fell back to "
-            f"{', '.join(session.get_providers())}; check the CUDA and cuDNN installation"
+            f"onnxruntime could not initialise {name} for {label} and fell back to "
+            f"{', '.join(used)}{why}; check {check}"
         )
     return session
 
