@@ -8,7 +8,7 @@ light: :func:`analyze`, :func:`sensitivity`, :func:`prune`, :func:`verify`, :fun
 
 __version__ = "0.1.0"
 
-_API = {"analyze", "bench", "finetune", "load_plan", "prune", "sensitivity", "verify"}
+_API = {"analyze", "bench", "export_triton", "finetune", "load_plan", "prune", "sensitivity", "verify"}
 
 
 def __getattr__(name: str):

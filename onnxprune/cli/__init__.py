@@ -1,4 +1,4 @@
-"""The ``onnxprune`` command line: analyze, prune, verify, bench.
+"""The ``onnxprune`` command line: analyze, prune, verify, bench, finetune, export-triton.
 
 Thin by design: every command calls the Python API and formats its result (one module per
 command; what they share is in :mod:`.common`). Exit codes: 0 ok, 2 bad input or options (one
@@ -13,6 +13,7 @@ from .. import __version__
 from .analyze import analyze
 from .bench import bench
 from .common import OnnxPruneGroup
+from .export_triton import export_triton
 from .finetune import finetune
 from .prune import prune
 from .verify import verify
@@ -21,7 +22,7 @@ from .verify import verify
 @click.group(cls=OnnxPruneGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="onnxprune")
 def main() -> None:
-    """Structured channel pruning for ONNX models: analyze, prune, verify, bench, finetune.
+    """Structured channel pruning for ONNX models: analyze, prune, verify, bench, finetune, export-triton.
 
     \b
     Typical session:
@@ -30,13 +31,14 @@ def main() -> None:
       onnxprune verify model.onnx pruned.onnx --data val.npz
       onnxprune bench model.onnx pruned.onnx
       onnxprune finetune pruned.onnx --teacher model.onnx --data train.npz -o tuned.onnx
+      onnxprune export-triton pruned.onnx --repo model_repository --name pruned
 
     Exit codes: 0 ok, 2 bad input or options (one 'error:' line; nothing written), 130 SIGINT,
     143 SIGTERM, 1 internal error. No command ever overwrites a file it reads.
     """
 
 
-for command in (analyze, prune, verify, bench, finetune):
+for command in (analyze, prune, verify, bench, finetune, export_triton):
     main.add_command(command)
 
 __all__ = ["main"]
