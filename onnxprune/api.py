@@ -56,7 +56,8 @@ def prune(model: PathLike, output: PathLike, *, ratio: float | None = None, targ
           criterion: str = "l1", data: PathLike | None = None, recover: str = "none",
           sensitivity: SensitivityReport | PathLike | None = None, calib_samples: int | None = None,
           metric: str = "auto", evaluations: int = 300, jobs: int = 1, scheduler: str | None = None,
-          global_rank: bool = False, max_ratio: float = 0.9, round_to: int = 1, min_channels: int = 1,
+          global_rank: bool = False, max_ratio: float = 0.9, round_to: int | str = "auto", provider: str = "cpu",
+          min_channels: int = 1,
           exclude: Sequence[str] = (), seed: int = 0, allow_noop: bool = False, input_shapes: Shapes = None,
           plan_out: PathLike | None = None, drop_blocks: int | Sequence[str] | None = None,
           depth_ratio: float | None = None, block_criterion: str = "norm", mix_blocks: bool = False,
@@ -76,7 +77,7 @@ def prune(model: PathLike, output: PathLike, *, ratio: float | None = None, targ
     if sensitivity is not None and not isinstance(sensitivity, SensitivityReport):
         sensitivity = SensitivityReport.load(sensitivity)
     options = PruneOptions(criterion=criterion, ratio=ratio, global_rank=global_rank, max_ratio=max_ratio,
-                           target_macs=target_macs, round_to=round_to, min_channels=min_channels,
+                           target_macs=target_macs, round_to=round_to, provider=provider, min_channels=min_channels,
                            exclude=tuple(exclude), plan=plan, seed=seed, allow_noop=allow_noop, schedule=schedule,
                            target_params=target_params, sensitivity=sensitivity,
                            data=None if data is None else str(data), calib_samples=calib_samples, metric=metric,
@@ -130,13 +131,30 @@ def finetune(pruned: PathLike, output: PathLike, *, teacher: PathLike, data: Pat
 
 
 def bench(models: Sequence[PathLike], *, provider: str = "cpu", threads: int | None = None, batch_size: int = 1,
-          runs: int = 50, warmup: int = 5, seed: int = 0, input_shapes: Shapes = None) -> BenchReport:
+          runs: int = 50, warmup: int = 5, seed: int = 0, input_shapes: Shapes = None, fp16: bool = False) -> BenchReport:
     """Time ``models`` side by side in interleaved rounds (``report.models``: median, p90,
-    throughput, ``speedup_vs_first``)."""
+    throughput, ``speedup_vs_first``) on ``provider`` (``cpu``, ``cuda`` or ``tensorrt``; GPU
+    inputs are bound on the device); ``fp16`` times float16 copies of the models."""
     from .runtime.bench import bench as run_bench
 
     return run_bench(list(models), provider=provider, threads=threads, batch=batch_size, warmup=warmup, runs=runs,
-                     shapes=_shapes(input_shapes) or None, seed=seed)
+                     shapes=_shapes(input_shapes) or None, seed=seed, fp16=fp16)
 
 
-__all__ = ["analyze", "bench", "load_plan", "prune", "sensitivity", "verify"]
+def export_triton(model: PathLike, repo: PathLike, *, name: str | None = None, max_batch_size: int | None = None,
+                  instances: int = 1, kind: str = "cpu", dynamic_batching: bool = False, input_shapes: Shapes = None,
+                  plan: PathLike | None = None, accuracy_from: PathLike | None = None,
+                  latency_from: PathLike | None = None):
+    """Write ``repo/name/config.pbtxt``, ``repo/name/1/model.onnx`` and ``repo/name/model_card.json``
+    for Triton Inference Server, as ``onnxprune export-triton`` does (see
+    :mod:`onnxprune.deploy.triton`). Returns a :class:`~onnxprune.deploy.triton.TritonExport`
+    (``config``, ``config_text``, ``validated``, ``card``, paths). Nothing is written on error
+    (``OnnxPruneError``), and nothing is ever overwritten."""
+    from .deploy.triton import export_triton as run_export
+
+    return run_export(model, repo, name=name, max_batch_size=max_batch_size, instances=instances, kind=kind,
+                      dynamic_batching=dynamic_batching, input_shapes=_shapes(input_shapes) or None, plan=plan,
+                      accuracy_from=accuracy_from, latency_from=latency_from)
+
+
+__all__ = ["analyze", "bench", "export_triton", "load_plan", "prune", "sensitivity", "verify"]

@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,8 @@ from .decide.plan import (
     uniform_plan,
 )
 from .decide.depth import dropped_nodes, without_dropped_groups
+from .decide.rounding import Rounding
+from .decide.rounding import resolve as resolve_rounding
 from .decide.schedule import SCHEDULES, Budget, plan_for_budget
 from .decide.sensitivity import SensitivityReport
 from .errors import OnnxPruneError, render_options
@@ -70,7 +72,8 @@ class PruneOptions:
     global_rank: bool = False
     max_ratio: float = 0.9
     target_macs: float | None = None
-    round_to: int = 1
+    round_to: int | str = "auto"
+    provider: str = "cpu"
     min_channels: int = 1
     exclude: tuple[str, ...] = ()
     plan: PruningPlan | None = None
@@ -78,6 +81,8 @@ class PruneOptions:
     allow_noop: bool = False
     schedule: str = "uniform"
     target_params: float | None = None
+    target_latency: float | None = None
+    threads: int | None = None
     sensitivity: SensitivityReport | None = None
     data: str | None = None
     calib_samples: int | None = None
@@ -95,6 +100,20 @@ class PruneOptions:
     mix_blocks: bool = False
 
     @property
+    def budget(self) -> Budget | None:
+        """The target to meet, if any: ``target_macs``, ``target_params`` or ``target_latency``."""
+        for kind in ("macs", "params", "latency"):
+            value = getattr(self, f"target_{kind}")
+            if value is not None:
+                return Budget(kind, value)
+        return None
+
+    def rounding(self) -> Rounding:
+        """``round_to`` resolved for ``provider`` (``"auto"``: the target's channel multiple, see
+        :mod:`onnxprune.decide.rounding`)."""
+        return resolve_rounding(self.round_to, self.provider)
+
+    @property
     def depth(self) -> bool:
         """Whether residual blocks are to be dropped (``drop_blocks``, ``drop_count`` or ``depth_ratio``)."""
         return bool(self.drop_blocks) or bool(self.drop_count) or bool(self.depth_ratio)
@@ -103,10 +122,10 @@ class PruneOptions:
         if self.criterion not in CRITERIA:
             raise OnnxPruneError(f"unknown criterion {self.criterion!r}; choose one of {', '.join(CRITERIA)}")
         amounts = [self.ratio is not None, self.target_macs is not None, self.target_params is not None,
-                   self.plan is not None]
+                   self.target_latency is not None, self.plan is not None]
         depth = [bool(self.drop_blocks), self.drop_count is not None, self.depth_ratio is not None]
         if sum(amounts) > 1 or (sum(amounts) == 0 and not any(depth)):
-            raise OnnxPruneError("give exactly one of {ratio}, {target_macs}, {target_params} or {plan} "
+            raise OnnxPruneError("give exactly one of {ratio}, {target_macs}, {target_params}, {target_latency} or {plan} "
                                  "(an existing plan file), or a depth amount ({drop_blocks} or {depth_ratio}) alone")
         if sum(depth) > 1:
             raise OnnxPruneError("give one depth amount: {drop_blocks} (a count or names) or {depth_ratio}")
@@ -128,15 +147,16 @@ class PruneOptions:
                 and not (self.sensitivity is not None and self.sensitivity.blocks):
             raise OnnxPruneError(f"block criterion {self.block_criterion} measures the model: give {{data}}")
         if self.mix_blocks and (self.schedule not in ("sensitivity", "evolution") or
-                                (self.target_macs is None and self.target_params is None)):
+                                self.budget is None):
             raise OnnxPruneError("{mix_blocks} lets the sensitivity or evolution schedule drop residual blocks under "
-                                 "{target_macs} or {target_params}: give one of those schedules and a target")
+                                 "{target_macs}, {target_params} or {target_latency}: give one of those schedules and "
+                                 "a target")
         if any(depth) and self.granularity == "weight":
             raise OnnxPruneError("{granularity} weight keeps the graph: it cannot drop residual blocks")
         if self.ratio is not None:
             check_ratio(self.ratio)
         check_ratio(self.max_ratio, "{max_ratio}")
-        for name in ("target_macs", "target_params"):
+        for name in ("target_macs", "target_params", "target_latency"):
             value = getattr(self, name)
             if value is not None and not (0.0 < value <= 1.0 and math.isfinite(value)):
                 raise OnnxPruneError(f"{{{name}}} must be in (0, 1], got {value}")
@@ -154,7 +174,7 @@ class PruneOptions:
         if self.granularity not in ("channel", "weight"):
             raise OnnxPruneError(f"unknown granularity {self.granularity!r}; choose channel or weight")
         if self.granularity == "weight":
-            if self.target_macs is not None or self.plan is not None:
+            if self.target_macs is not None or self.target_latency is not None or self.plan is not None:
                 raise OnnxPruneError("{granularity} weight zeroes weights and keeps every MAC: give {target_params} "
                                      "(the fraction of weights left nonzero) or {ratio} (the sparsity)")
             if self.recover != "none" or self.schedule == "sensitivity":
@@ -170,10 +190,9 @@ class PruneOptions:
                 raise OnnxPruneError(f"{{{name}}} must be an integer >= {minimum}, got {value}")
         if self.calib_samples is not None and (not isinstance(self.calib_samples, int) or self.calib_samples < 2):
             raise OnnxPruneError(f"{{calib_samples}} must be an integer >= 2, got {self.calib_samples}")
-        for name in ("round_to", "min_channels"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise OnnxPruneError(f"{{{name}}} must be an integer >= 1, got {value}")
+        self.rounding()
+        if isinstance(self.min_channels, bool) or not isinstance(self.min_channels, int) or self.min_channels < 1:
+            raise OnnxPruneError(f"{{min_channels}} must be an integer >= 1, got {self.min_channels}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise OnnxPruneError(f"{{seed}} must be an integer >= 0, got {self.seed}")
 
@@ -204,6 +223,8 @@ class PruneResult:
     blocks_dropped: list[str] = field(default_factory=list)
     blocks_removable: int = 0
     fusion: object | None = None  # a FuseReport (onnxprune.transform.fuse) when fused
+    round_to: str = "1"  # the channel rounding applied, as the summary shows it ("auto (16: ...)")
+    latency: LatencyCheck | None = None  # with target_latency: predicted against measured
 
     def notes_text(self, spell=None) -> list[str]:
         """:attr:`notes` with their options spelled by ``spell`` (default: Python parameter names;
@@ -224,6 +245,8 @@ class PruneResult:
             "blocks_dropped": list(self.blocks_dropped), "blocks_removable": self.blocks_removable,
             "fusion": self.fusion.to_dict() if self.fusion is not None else None,
             "notes": self.notes_text(spell), "seconds": round(self.seconds, 3),
+            "round_to": self.plan.meta.get("round_to", 1),
+            "latency": self.latency.to_dict() if self.latency else None,
         }
 
 
@@ -251,25 +274,24 @@ def make_plan(analysis: Analysis, options: PruneOptions, cost_model: CostModel |
             cost_model = cost_model.dropping(dropped)
             analysis = without_dropped_groups(analysis, dropped)
         width = options.plan is not None or any(
-            amount is not None for amount in (options.ratio, options.target_macs, options.target_params))
+            amount is not None for amount in (options.ratio, options.budget))
         if width and (options.plan is None or any(gp.keep is None for gp in options.plan.groups.values())):
             _check_criterion(analysis, criterion)  # only where channels are still to be ranked
         scores = all_importance(analysis, criterion, options.seed)
-        kw = dict(min_channels=options.min_channels, round_to=options.round_to, exclude=options.exclude,
-                  criterion=criterion)
+        rounding = options.rounding()
+        kw = dict(min_channels=options.min_channels, round_to=rounding, exclude=options.exclude, criterion=criterion)
         if options.plan is not None:
             plan = options.plan
             plan.validate(analysis)
             plan.criterion = criterion
-            plan = resolve(plan, analysis, scores, min_channels=options.min_channels, round_to=options.round_to)
+            plan = resolve(plan, analysis, scores, min_channels=options.min_channels, round_to=rounding)
         elif options.ratio is not None:
             plan = (global_plan(analysis, scores, options.ratio, max_ratio=options.max_ratio, **kw)
                     if schedule == "global" else uniform_plan(analysis, scores, min(options.ratio, options.max_ratio), **kw))
-        elif options.target_macs is None and options.target_params is None:
+        elif options.budget is None:
             plan = PruningPlan(criterion=criterion)  # depth alone
         else:
-            budget = (Budget("macs", options.target_macs) if options.target_macs is not None
-                      else Budget("params", options.target_params))
+            budget = options.budget
             _check_depth_budget(cost_model, budget, len(blocks))
             offered = [b for b in analysis.removable_blocks if b not in blocks] if options.mix_blocks else []
             plan, more = plan_for_budget(
@@ -282,6 +304,7 @@ def make_plan(analysis: Analysis, options: PruneOptions, cost_model: CostModel |
     chosen = {b.add for b in blocks} | set(plan.drop_blocks)
     plan.drop_blocks = [b.add for b in analysis.blocks if b.add in chosen]  # in graph order
     notes += fill_empty_tensors(plan, analysis, scores)
+    plan.meta["round_to"] = rounding.to_json()
     return plan, notes
 
 
@@ -327,10 +350,10 @@ def _check_depth_budget(cost_model: CostModel, budget: Budget, n_blocks: int) ->
     if not n_blocks:
         return
     total, after = cost_model.cost(), cost_model.cost_without(np.zeros(0, dtype=np.int64))
-    full, left = (total.macs, after.macs) if budget.kind == "macs" else (total.params, after.params)
+    full, left = total.of(budget.kind), after.of(budget.kind)
     kept = left / full if full else 1.0
     if kept < budget.target - 0.02:
-        flag = "{target_macs}" if budget.kind == "macs" else "{target_params}"
+        flag = f"{{target_{budget.kind}}}"
         raise OnnxPruneError(f"dropping {n_blocks} residual blocks alone keeps {kept:.3f} of the {budget.kind}, below "
                              f"{flag} {budget.target}: drop fewer blocks or lower the target")
 
@@ -457,11 +480,25 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
     start = time.perf_counter()
     step("planning")
     cost_model = CostModel(analysis)
+    table = None
+    if options.target_latency is not None:
+        from .runtime.latency import LatencyTable
+
+        table = LatencyTable(options.provider, options.threads,
+                             progress=lambda n: step(f"measuring layer latencies ({n} timed)"))
+        cost_model = cost_model.with_latency(table)
     if not analysis.prunable_groups and not options.depth and not (options.plan and options.plan.drop_blocks):
         plan, notes = PruningPlan(criterion=options.criterion), []
         options.validate()
     else:
-        plan, notes = make_plan(analysis, options, cost_model, model_path=model_path, progress=step)
+        try:
+            if table is not None:
+                plan, notes = _latency_plan(analysis, options, cost_model, model_path, step)
+            else:
+                plan, notes = make_plan(analysis, options, cost_model, model_path=model_path, progress=step)
+        finally:
+            if table is not None:
+                table.save()  # what was measured is kept, even when the target cannot be met
     removed = plan.removed_units(analysis)
     blocks = plan.blocks(analysis)
     dropped = dropped_nodes(analysis, blocks)
@@ -489,16 +526,24 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
             notes.append(f"recovery {options.recover} made the calibration {recovery.metric} worse (loss "
                          f"{recovery.loss_with:.4g} against {recovery.loss_without:.4g} without it): it was undone")
         else:
-            after = Cost(after.macs, after.params + recovery.added_params)
+            after = Cost(after.macs, after.params + recovery.added_params, after.latency)
     if options.fuse and (len(removed) or blocks):  # an unchanged copy stays unchanged
         from .transform.fuse import fuse
 
         step("fusing")
         model, fusion = fuse(model)
-        after = Cost(after.macs, float_params(model))
+        after = Cost(after.macs, float_params(model), after.latency)
     pruned = sum(1 for g in plan.groups.values() if g.removed)
     blocked = sum(1 for g in analysis.groups if not g.prunable)
     criterion = describe_criterion(analysis, plan) if len(removed) else (plan.criterion or options.criterion)
+    latency = None
+    if table is not None:
+        step("timing the pruned model against the original")
+        latency = measured_latency(analysis, model, options, before, after)
+        notes.append(latency.note())
+        if table.untimed:
+            notes.append(f"{len(table.untimed)} layers could not be timed alone and are not in the prediction: "
+                         f"{', '.join(sorted(table.untimed)[:3])}{' ...' if len(table.untimed) > 3 else ''}")
     _record_metadata(model, plan, options, before, after, criterion)
     plan.meta.update({"onnxprune": __version__, "input_shapes": {k: list(v) for k, v in analysis.input_shapes.items()}})
     return PruneResult(model, plan, before, after, pruned, blocked, len(analysis.groups) - pruned - blocked,
@@ -508,7 +553,102 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
                        fusion=fusion,
                        schedule=plan.meta.get("schedule", "plan" if options.plan is not None else
                                               "global" if options.global_rank else options.schedule),
-                       recovery=recovery)
+                       recovery=recovery, round_to=str(options.rounding()), latency=latency)
+
+
+LATENCY_REPLANS = 2
+"""``--target-latency``: how many times a plan is made again when the measured latency misses."""
+
+
+def _latency_plan(analysis: Analysis, options: PruneOptions, cost_model: CostModel, model_path,
+                  step: Progress) -> tuple[PruningPlan, list[str]]:
+    """The plan for ``options.target_latency``, closed on the measured latency.
+
+    The layer tables predict only the MAC-counted layers; the rest of the model (activations,
+    residual adds, pooling, reorders) shrinks more slowly. So the plan is rewritten and timed
+    against the original (:func:`measured_latency`'s interleaved run); while the measured fraction
+    misses the target by more than 5%, the predicted target is scaled by ``target / measured``
+    and the plan made again, at most :data:`LATENCY_REPLANS` times; the plan measured closest to
+    the target is kept. A sensitivity report is measured once for all rounds; the evolution
+    schedule is not re-run (its plan is measured and reported).
+    """
+    target = options.target_latency
+    if options.schedule == "sensitivity" and options.sensitivity is None and options.data:
+        with Measurements(analysis.input_shapes, options, model_path, step) as measured:
+            options = replace(options, sensitivity=measured.sensitivity())
+            first_notes = measured.notes
+    else:
+        first_notes = []
+    tries = []
+    wanted = target
+    for attempt in range(1 + LATENCY_REPLANS):
+        try:
+            plan, notes = make_plan(analysis, replace(options, target_latency=wanted), cost_model,
+                                    model_path=model_path, progress=step)
+        except OnnxPruneError:
+            if not tries:
+                raise
+            break  # a corrected target the schedule cannot meet: keep the best so far
+        step(f"timing the plan against the original (round {attempt + 1})")
+        removed, blocks = plan.removed_units(analysis), plan.blocks(analysis)
+        original_ms, pruned_ms = _latency_ms(analysis, drop_blocks(apply_removal(analysis, removed), blocks), options)
+        ratio = pruned_ms / original_ms
+        tries.append((abs(ratio - target), attempt, plan, notes, wanted, ratio))
+        if abs(ratio - target) <= 0.05 * target or options.schedule == "evolution":
+            break
+        wanted = min(1.0, max(0.01, wanted * target / ratio))
+    _, _, plan, notes, wanted, ratio = min(tries, key=lambda t: t[:2])
+    rounds = "; ".join(f"predicted {w:.3f} → measured {r:.3f}" for _, _, _, _, w, r in tries)
+    notes = first_notes + notes + [f"latency plans ({len(tries)}): {rounds}; kept the one measured closest to "
+                                   f"{{target_latency}} {target}"]
+    return plan, notes
+
+
+def _latency_ms(analysis: Analysis, model: onnx.ModelProto, options: PruneOptions) -> tuple[float, float]:
+    """Median ms of the original (``analysis.model``) and of ``model``, timed in one interleaved
+    run on ``options.provider`` at the analysis input shapes (:func:`onnxprune.runtime.bench.bench`)."""
+    from .runtime.bench import bench
+
+    shapes = {k: v for k, v in _input_shapes(analysis).items() if v} or None
+    batch = next(iter(shapes.values()))[0] if shapes else 1
+    report = bench([analysis.model, model], names=["original", "pruned"], provider=options.provider,
+                   threads=options.threads, batch=batch, warmup=3, runs=LATENCY_RUNS, shapes=shapes)
+    return report.models[0].median_ms, report.models[1].median_ms
+
+
+@dataclass
+class LatencyCheck:
+    """``--target-latency``'s figures: the kept fraction of latency the layer tables predicted
+    (``predicted``), and the fraction measured on the whole models (``measured``: the pruned
+    model's median over the original's, one interleaved onnxruntime run), with both medians in ms."""
+
+    target: float
+    predicted: float
+    measured: float
+    original_ms: float
+    pruned_ms: float
+    runs: int
+
+    def note(self) -> str:
+        return (f"latency: predicted {self.predicted:.3f} of the original, measured {self.measured:.3f} "
+                f"({self.pruned_ms:.2f} ms against {self.original_ms:.2f} ms, median of {self.runs} interleaved runs); "
+                f"target {self.target}")
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "predicted": round(self.predicted, 4), "measured": round(self.measured, 4),
+                "original_ms": round(self.original_ms, 4), "pruned_ms": round(self.pruned_ms, 4), "runs": self.runs}
+
+
+LATENCY_RUNS = 30
+
+
+def measured_latency(analysis: Analysis, model: onnx.ModelProto, options: PruneOptions, before: Cost,
+                     after: Cost) -> LatencyCheck:
+    """The predicted fraction (``after`` over ``before``) against the measured one: the
+    original and the pruned ``model`` timed by :func:`_latency_ms`."""
+    original_ms, pruned_ms = _latency_ms(analysis, model, options)
+    return LatencyCheck(options.target_latency, after.latency / before.latency if before.latency else 1.0,
+                        pruned_ms / original_ms, original_ms, pruned_ms, LATENCY_RUNS)
 
 
 def float_params(model: onnx.ModelProto) -> int:
@@ -588,21 +728,27 @@ def _why_nothing_is_removed(analysis: Analysis, options: PruneOptions) -> str:
         return "a {target_macs} of 1 keeps every MAC"
     if options.min_channels >= largest:
         return f"{{min_channels}} {options.min_channels} keeps every channel (the largest prunable group has {largest})"
-    if options.round_to >= largest:
-        return f"{{round_to}} {options.round_to} rounds every group back to its full width (the largest has {largest})"
-    return "the ratio removes less than one channel (or rounding step) from every group"
+    rounding = options.rounding()
+    if rounding.multiple >= largest and not rounding.free_below:
+        return f"{{round_to}} {rounding} rounds every group back to its full width (the largest has {largest})"
+    if rounding.multiple > 1 and (largest > rounding.multiple or not rounding.free_below):
+        return (f"the ratio removes less than one rounding step ({{round_to}} {rounding}) from every group; "
+                "{round_to} 1 keeps exact counts")
+    return "the ratio removes less than one channel from every group"
 
 
 def _record_metadata(model, plan, options, before: Cost, after: Cost, criterion: str) -> None:
     amount = (f"ratio={options.ratio}" if options.ratio is not None else
               f"target_macs={options.target_macs}" if options.target_macs is not None else
               f"target_params={options.target_params}" if options.target_params is not None else
+              f"target_latency={options.target_latency}" if options.target_latency is not None else
               "plan" if options.plan is not None else "depth")
     entries = {
         "onnxprune.version": __version__,
         "onnxprune.criterion": criterion,
         "onnxprune.amount": amount + (" global" if options.global_rank else ""),
         "onnxprune.blocks_dropped": ",".join(plan.drop_blocks),
+        "onnxprune.round_to": str(options.rounding()),
         "onnxprune.macs_before": str(before.macs),
         "onnxprune.macs_after": str(after.macs),
         "onnxprune.params_before": str(before.params),

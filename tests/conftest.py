@@ -5,6 +5,16 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def avx512_cpu(request, monkeypatch):
+    """Every test sees an AVX-512 CPU, so that ``--round-to auto`` (16) gives the same plans on
+    every CI machine; tests marked ``real_cpu`` see the machine's own."""
+    if request.node.get_closest_marker("real_cpu") is None:
+        from onnxprune.decide import rounding
+
+        monkeypatch.setattr(rounding, "cpu_features", lambda: {"AVX512F": True, "AVX2": True, "AVX": True})
+
+
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
     """``exported(name, fold)``: the path of architecture ``name`` from ``models/``, exported once

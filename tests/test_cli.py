@@ -335,12 +335,13 @@ def test_target_macs_unreachable_is_an_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
     # no cap can help when the smallest widths allowed keep more: the error says so instead
     assert_bad_input(cli("prune", MODEL, "-o", tmp_path / "t.onnx", "--target-macs", "0.05", "--max-ratio", "0.99",
-                         "--min-channels", "16"), "smallest widths allowed (--min-channels 16, --round-to 1) keep")
+                         "--min-channels", "16", "--round-to", "1"),
+                     "smallest widths allowed (--min-channels 16, --round-to 1) keep")
 
 
 def test_global_ratio(tmp_path, digits):
     ok(cli("prune", MODEL, "-o", tmp_path / "g.onnx", "--global", "--ratio", "0.3", "--plan", tmp_path / "p.json",
-           "--json", tmp_path / "s.json"))
+           "--round-to", "1", "--json", tmp_path / "s.json"))
     plan = read_json(tmp_path / "p.json")
     removed = {g["id"]: g["channels"] - len(g["keep"]) for g in plan["groups"]}
     assert sum(removed.values()) == math.floor(0.3 * PRUNABLE_CHANNELS)
@@ -453,6 +454,8 @@ def test_bench(pruned, tmp_path):
     ("bench", ["--runs", "--warmup", "--batch", "--json"]),
     ("finetune", ["--teacher", "--data", "--output", "--val", "--epochs", "--lr", "--batch-size", "--kd-weight",
                   "--json"]),
+    ("export-triton", ["--repo", "--name", "--max-batch-size", "--instances", "--kind", "--dynamic-batching",
+                       "--plan", "--accuracy-from", "--latency-from", "--input-shape", "--json"]),
 ])
 def test_help(command, options):
     text = ok(cli(command, "--help")).stdout
@@ -463,7 +466,7 @@ def test_help(command, options):
 
 def test_main_help_and_version():
     text = ok(cli("--help")).stdout
-    assert all(c in text for c in ("analyze", "prune", "verify", "bench", "finetune"))
+    assert all(c in text for c in ("analyze", "prune", "verify", "bench", "finetune", "export-triton"))
     assert "onnxprune, version" in ok(cli("--version")).stdout
 
 
@@ -516,10 +519,10 @@ def test_not_an_onnx_file_verify_bench(command, prose):
     (["--ratio", "nan"], "--ratio must be in [0, 1)"),
     (["--target-macs", "0"], "--target-macs must be in (0, 1]"),
     (["--target-macs", "1.5"], "--target-macs must be in (0, 1]"),
-    (["--ratio", "0.5", "--round-to", "0"], "--round-to': 0 is not in the range x>=1"),
+    (["--ratio", "0.5", "--round-to", "0"], "--round-to takes 'auto' or an integer >= 1, got '0'"),
     (["--ratio", "0.5", "--min-channels", "0"], "--min-channels': 0 is not in the range x>=1"),
     (["--ratio", "0.5", "--max-ratio", "1"], "--max-ratio must be in [0, 1)"),
-    ([], "give exactly one of --ratio, --target-macs, --target-params or --plan"),
+    ([], "give exactly one of --ratio, --target-macs, --target-params, --target-latency or --plan"),
     (["--ratio", "0.5", "--target-macs", "0.5"], "give exactly one of"),
 ])
 def test_bad_amounts(args, needle, tmp_path):

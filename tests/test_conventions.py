@@ -96,7 +96,8 @@ def test_same_option_names_across_commands():
 def test_prune_help_says_which_amount_is_required():
     text = " ".join(ok(cli("prune", "--help")).stdout.split())
     text = text.replace("- ", "-")  # click may wrap an option name at its hyphen
-    assert "Give exactly one amount for the width: --ratio, --target-macs, --target-params, or --plan" in text
+    assert ("Give exactly one amount for the width: --ratio, --target-macs, --target-params, --target-latency, or "
+            "--plan") in text
     assert "and/or one for the depth: --drop-blocks or --depth-ratio" in text
 
 

@@ -532,7 +532,8 @@ def test_help_is_unchanged_by_the_error_handling():
     (["--ratio", "0.5", "--exclude", "*"], "--exclude leaves out all 6 prunable groups"),
     (["--ratio", "0.5", "--min-channels", "1000000000"], "--min-channels 1000000000 keeps every channel"),
     (["--ratio", "-0.0"], "--ratio of 0 removes no channel"),
-    (["--ratio", "0.01"], "removes less than one channel"),
+    (["--ratio", "0.01"], "removes less than one rounding step (--round-to auto"),
+    (["--ratio", "0.01", "--round-to", "1"], "removes less than one channel"),
     (["--ratio", "0.5", "--round-to", "64"], "--round-to 64 rounds every group back to its full width"),
     (["--target-macs", "1"], "--target-macs of 1 keeps every MAC"),
 ])

@@ -64,8 +64,8 @@ def _write(folder: Path, text: str) -> Path:
 def test_setup_command_prints_the_readme_figures(tmp_path, monkeypatch):
     """Set-up step 1: the `onnxprune prune ... && onnxprune verify ...` chain and its figures."""
     setup = README[README.index("## Set-up"):README.index("2. Install the test dependencies")]
-    chain = re.search(r"```\n\s*(pip install \. && onnxprune .*?)\n\s*```", setup, flags=re.S).group(1)
-    commands = [shlex.split(part) for part in chain.split("&&")][1:]  # after `pip install .`
+    chain = re.search(r"```\n\s*(pip install \"\.\[cpu\]\" && onnxprune .*?)\n\s*```", setup, flags=re.S).group(1)
+    commands = [shlex.split(part) for part in chain.split("&&")][1:]  # after `pip install ".[cpu]"`
     (tmp_path / "models").symlink_to(REPO / "models")
     monkeypatch.chdir(tmp_path)
     printed = ""

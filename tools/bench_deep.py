@@ -52,7 +52,8 @@ def measure(name: str, path: Path, shape_arg: str) -> dict:
     cli = [sys.executable, "-m", "onnxprune.cli"]
     analyze = median_seconds(cli + ["analyze", str(path), "--input-shape", shape_arg, "--json", str(report)])
     prune = median_seconds(cli + ["prune", str(path), "-o", str(path.with_name(path.stem + "_pruned.onnx")),
-                                  "--ratio", "0.3", "--input-shape", shape_arg])
+                                  "--ratio", "0.3", "--round-to", "1",
+                                  "--input-shape", shape_arg])
     totals = json.loads(report.read_text())["totals"]
     return {"model": name, "nodes": len(onnx.load(path, load_external_data=False).graph.node),
             "megabytes": round(path.stat().st_size / 1e6, 1), "groups": totals["groups"],

@@ -168,7 +168,8 @@ def main() -> None:
         report["baseline_interpreter"] = base
         if args.analyze:
             report["analyze"] = timed([*cli, "analyze", str(model)], args.src)
-        prune = timed([*cli, "prune", str(model), "-o", str(out), "--ratio", str(args.ratio)], args.src)
+        prune = timed([*cli, "prune", str(model), "-o", str(out), "--ratio", str(args.ratio),
+                        "--round-to", "1"], args.src)
         report["prune"] = prune
         for key in ("analyze", "prune"):
             run = report.get(key)

@@ -4,11 +4,11 @@ Builds ResNet-50 in plain torch (``models.resnet50``: seeded random weights, BN 
 varied), exports it with BN folded by the exporter and a dynamic batch, then for each
 ``--target-macs`` runs the real command line in a fresh process::
 
-    onnxprune prune resnet50.onnx -o pruned.onnx --target-macs T --round-to R --json summary.json
+    onnxprune prune resnet50.onnx -o pruned.onnx --target-macs T --json summary.json
 
-and times it (wall clock, interpreter start, load and save included; median of 3 runs). ``--round-to`` defaults
-to 16: onnxruntime's fast NCHWc convolutions need output channels that are a multiple of the
-MLAS block size (16 with AVX-512, 8 with AVX2); other counts fall back to a slower path. All models are then timed
+with default options (``--round-to auto``: the MLAS NCHWc block of this CPU, 16 with AVX-512,
+8 with AVX2) unless ``--round-to R`` is given, and times it (wall clock, interpreter start, load
+and save included; median of 3 runs). All models are then timed
 side by side in ONE interleaved onnxruntime CPU run (``onnxprune.runtime.bench``), and each speedup is
 compared with the ideal, ``MACs before / MACs after``.
 
@@ -39,15 +39,16 @@ import torch  # noqa: E402
 
 from models import ARCHITECTURES, build  # noqa: E402
 from models.export import export_onnx  # noqa: E402
+from onnxprune.decide.rounding import resolve  # noqa: E402
 from onnxprune.runtime.bench import bench  # noqa: E402
 
 SHAPE = ARCHITECTURES["resnet50"].input_shape
 
 
-def prune_with_cli(src: Path, out: Path, target: float, round_to: int) -> dict:
+def prune_with_cli(src: Path, out: Path, target: float, round_to: str | None) -> dict:
     summary = out.with_suffix(".json")
     cmd = [sys.executable, "-m", "onnxprune.cli", "prune", str(src), "-o", str(out), "--target-macs", str(target),
-           "--round-to", str(round_to), "--json", str(summary)]
+           *(["--round-to", round_to] if round_to else []), "--json", str(summary)]
     walls = []
     for _ in range(3):  # the median of three runs: single wall times on a shared machine are noisy
         start = time.perf_counter()
@@ -81,7 +82,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--round-to", type=int, default=16, help="channel multiple for both tools (default 16)")
+    parser.add_argument("--round-to", default=None,
+                        help="onnxprune's --round-to (default: not given, so auto); Torch-Pruning gets the same "
+                             "multiple (auto: this CPU's NCHWc block)")
     parser.add_argument("--out-dir", type=Path, default=None)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
@@ -93,9 +96,10 @@ def main() -> None:
     export_onnx(model, src, SHAPE, fold_bn=True, dynamic_batch=True)
 
     rows = []
+    tp_round_to = resolve(args.round_to or "auto").multiple
     for target in args.targets:
         rows.append(prune_with_cli(src, out_dir / f"onnxprune_{target}.onnx", target, args.round_to))
-        tp_row = prune_with_torch_pruning(model, out_dir / f"torch_pruning_{target}.onnx", target, args.round_to)
+        tp_row = prune_with_torch_pruning(model, out_dir / f"torch_pruning_{target}.onnx", target, tp_round_to)
         if tp_row:
             rows.append(tp_row)
 
@@ -108,7 +112,7 @@ def main() -> None:
                    ideal_speedup=round(ideal, 3), speedup_vs_ideal=round(lat.speedup_vs_first / ideal, 3))
     print(json.dumps({
         "model": "resnet50 (BN folded, 1x3x224x224)", "onnxruntime_cpu_threads": args.threads or "default",
-        "runs": args.runs, "round_to": args.round_to, "baseline_median_ms": round(base.median_ms, 2), "results": rows,
+        "runs": args.runs, "round_to": args.round_to or f"auto ({tp_round_to})", "baseline_median_ms": round(base.median_ms, 2), "results": rows,
         "torch_pruning": any(r["tool"] == "torch-pruning" for r in rows),
     }, indent=1))
 

@@ -118,7 +118,7 @@ def time_stages(path: Path, out: Path, ratio: float = 0.3) -> dict:
     t["analyze"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    plan, _ = make_plan(analysis, PruneOptions(ratio=ratio))
+    plan, _ = make_plan(analysis, PruneOptions(ratio=ratio, round_to=1))
     t["plan"] = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -85,7 +85,7 @@ def row(name: str, path: Path, shapes: dict, tmp: Path) -> dict:
     report = analysis_report(analysis, CostModel(analysis))
     check = self_check(analysis)
     out = tmp / f"pruned_{path.stem}.onnx"
-    result = prune_file(path, out, PruneOptions(ratio=0.5), shapes)
+    result = prune_file(path, out, PruneOptions(ratio=0.5, round_to=1), shapes)
     runs = all(np.isfinite(o).all() for o in run(result.model, random_feeds(analysis)))
     reasons = Counter(r.split(" (node")[0] for g in analysis.groups for r in g.blocked[:1])
     t = report["totals"]

@@ -85,10 +85,10 @@ def run(arch: str, seed: int, folder: Path, target: float, work: Path) -> tuple[
     depth = depth_choice(model, ranked, target)
     half = depth[: len(depth) // 2]
     methods = {
-        "width": dict(target_macs=target),
+        "width": dict(target_macs=target, round_to=1),
         "width, round-to 8": dict(target_macs=target, round_to=8),
         "depth": dict(drop_blocks=tuple(depth)),
-        "depth+width": dict(drop_blocks=tuple(half), target_macs=target),
+        "depth+width": dict(drop_blocks=tuple(half), target_macs=target, round_to=1),
         "depth+width, round-to 8": dict(drop_blocks=tuple(half), target_macs=target, round_to=8),
     }
     rows, files = [], {}

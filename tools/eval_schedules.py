@@ -61,7 +61,7 @@ def run_seed(folder: Path, seed: int, target: float, evaluations: int, jobs: int
         start = time.perf_counter()
         options = PruneOptions(target_macs=target, schedule="uniform" if schedule == "random" else schedule,
                                criterion="random" if schedule == "random" else "l1", recover=recover, data=str(calib),
-                               evaluations=evaluations, jobs=jobs, seed=seed)
+                               evaluations=evaluations, jobs=jobs, seed=seed, round_to=1)
         if schedule == "sensitivity":
             if recover not in curves:
                 curves[recover] = measure(EvaluatorSpec(str(model), data=str(calib), recover=recover), jobs=jobs)

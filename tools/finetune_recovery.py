@@ -46,7 +46,7 @@ def score(original: Path, model: Path, data: Path, labels: bool) -> float:
 def run(name: str, original: Path, train: Dataset, held_out: Path, labels: bool, target: float, args, work: Path,
         shapes: dict | None = None) -> dict:
     pruned = work / f"{name}_pruned.onnx"
-    prune_file(original, pruned, PruneOptions(target_macs=target), shapes)
+    prune_file(original, pruned, PruneOptions(target_macs=target, round_to=1), shapes)
     with np.load(held_out) as z:
         val = Dataset({k: z[k] for k in z.files if k != "labels"}, z["labels"] if "labels" in z.files else None)
     start = time.perf_counter()

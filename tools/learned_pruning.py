@@ -171,7 +171,7 @@ def macs_params(path: Path) -> tuple[int, int]:
 def one_shot(run: Run, method: str, **options) -> dict:
     started = time.perf_counter()
     out = run.work / f"{run.arch}_s{run.seed}_{method}.onnx"
-    prune_file(run.original, out, PruneOptions(target_macs=run.args.target, **options))
+    prune_file(run.original, out, PruneOptions(target_macs=run.args.target, round_to=1, **options))
     return run.finish(method, out, run.args.learn + run.args.tune, started)
 
 

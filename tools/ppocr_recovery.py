@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             for recover in ("none", "reconstruct"):  # the same curves, so the same plan: before and after recovery
                 out = folder / f"{name}_{recover}.onnx"
                 result = prune_file(model, out, PruneOptions(target_macs=args.target, schedule="sensitivity",
-                                                             sensitivity=report, recover=recover, data=str(calib)),
+                                                             sensitivity=report, recover=recover, data=str(calib),
+                                                             round_to=1),
                                     input_shapes=shapes)
                 check = verify(model, out, data_path=test, batch_size=16).outputs[0]
                 print(json.dumps({"model": name, "recover": recover, "metric": report.metric,

@@ -22,14 +22,23 @@ import onnx_graphsurgeon as gs
 from .groups import Analysis
 
 _FLOAT_KINDS = "f"
+LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+"""The ops whose MACs are counted (and whose latency a latency table predicts)."""
 
 
 @dataclass(frozen=True)
 class Cost:
-    """Totals: ``macs`` (multiply-accumulates, one sample at the analysis shape) and ``params``."""
+    """Totals: ``macs`` (multiply-accumulates, one sample at the analysis shape), ``params``,
+    and ``latency``: predicted milliseconds of the MAC-counted layers at the analysis shape
+    (0 unless the cost model has a latency table, :meth:`CostModel.with_latency`)."""
 
     macs: int
     params: int
+    latency: float = 0.0
+
+    def of(self, budget: str) -> float:
+        """The total a budget counts: ``"macs"``, ``"params"`` or ``"latency"``."""
+        return getattr(self, budget)
 
 
 class CostModel:
@@ -45,6 +54,7 @@ class CostModel:
 
         self.analysis = analysis
         self.dropped: frozenset[int] = frozenset()
+        self.latency = None  # a per-layer latency table (onnxprune.runtime.latency), see with_latency
         nodes = analysis.graph.nodes
         self._macs_nodes = [(i, n, rule_for(n)) for i, n in enumerate(nodes) if rule_for(n) is not None]
         self._slots: dict[tuple[int, int], list] = {}
@@ -61,7 +71,7 @@ class CostModel:
         ]
         self.unknown_shape_nodes = [
             n.name for i, n, rule in self._macs_nodes
-            if n.op in ("Conv", "ConvTranspose", "Gemm", "MatMul") and rule.macs(n, self._shape_fn(None, i)) == 0
+            if n.op in LAYER_OPS and rule.macs(n, self._shape_fn(None, i)) == 0
         ]
 
     def _masks(self, key, alive) -> dict[int, np.ndarray]:
@@ -105,6 +115,14 @@ class CostModel:
         view.dropped = frozenset(int(k) for k in nodes)
         return view
 
+    def with_latency(self, table) -> "CostModel":
+        """A view of this model whose costs also predict ``latency``: the sum of ``table(node,
+        shape)`` (milliseconds, :class:`onnxprune.runtime.latency.LatencyTable`) over the
+        MAC-counted layers, at the shapes the kept channels leave them."""
+        view = copy.copy(self)
+        view.latency = table
+        return view
+
     def _param_count(self, tensor, alive, dropped=frozenset()) -> int:
         readers = self._readers.get(tensor.name, [])
         full = int(np.prod(tensor.shape, dtype=np.int64))
@@ -128,16 +146,32 @@ class CostModel:
             return sizes[0]
         return sum(sizes) + (full if len(slicings) < len(readers) else 0)
 
+    def total(self, budget: str, alive: np.ndarray | None = None, dropped=frozenset()) -> float:
+        """One total of :meth:`cost` (``"macs"``, ``"params"`` or ``"latency"``), counting only
+        that one: the target search asks for it dozens of times."""
+        if budget == "macs":
+            return int(sum(rule.macs(n, self._shape_fn(alive, i)) for i, n, rule in self._macs_nodes
+                           if i not in dropped))
+        if budget == "params":
+            return int(sum(self._param_count(t, alive, dropped) for t in self._params))
+        if budget == "latency":
+            return 0.0 if self.latency is None else float(sum(
+                self.latency(n, self._shape_fn(alive, i)) for i, n, _ in self._macs_nodes
+                if i not in dropped and n.op in LAYER_OPS))
+        raise ValueError(f"unknown budget {budget!r}")
+
     def cost(self, alive: np.ndarray | None = None, dropped=frozenset()) -> Cost:
         """Totals with channel ids where ``alive`` is False removed (None: the whole model), and
         without the nodes at indices ``dropped``."""
-        macs = sum(rule.macs(n, self._shape_fn(alive, i)) for i, n, rule in self._macs_nodes if i not in dropped)
-        params = sum(self._param_count(t, alive, dropped) for t in self._params)
-        return Cost(int(macs), int(params))
+        return Cost(*(self.total(kind, alive, dropped) for kind in ("macs", "params", "latency")))
 
     def cost_without(self, removed_units: np.ndarray) -> Cost:
         """What a plan leaves: ``removed_units`` gone, and the nodes of :meth:`dropping`."""
         return self.cost(self.analysis.alive_ids(removed_units), self.dropped)
+
+    def total_without(self, budget: str, removed_units: np.ndarray) -> float:
+        """:meth:`total` of what a plan leaves (see :meth:`cost_without`)."""
+        return self.total(budget, self.analysis.alive_ids(removed_units), self.dropped)
 
     def macs_by_node(self, alive: np.ndarray | None = None) -> dict[int, int]:
         """MACs per counted node (by index in the analysis graph) with channel ids where

@@ -16,6 +16,9 @@ from .common import Column, Output, flag, handle_errors, input_shape_option, jso
 @click.option("--plan", "plan_path", metavar="PATH",
               help="With --ratio/--target-macs: save the plan here. Alone: apply this saved plan.")
 @click.option("--target-params", type=float, help="Keep this fraction of the params, in (0, 1]; met within 0.02.")
+@click.option("--target-latency", type=float,
+              help="Keep this fraction of the latency on --provider, in (0, 1], as predicted by per-layer latency "
+                   "tables measured in onnxruntime (cached per machine); the summary gives the measured fraction.")
 @click.option("--schedule", type=click.Choice(["uniform", "global", "sensitivity", "evolution"]), default="uniform",
               show_default=True, help="How per-group ratios are chosen under the budget: the same ratio, ranked across "
                                       "groups, from sensitivity curves, or by differential evolution on --data.")
@@ -56,8 +59,12 @@ from .common import Column, Output, flag, handle_errors, input_shape_option, jso
               help="Channel importance: weight norms, BN scale (network slimming), geometric median, or a random baseline.")
 @click.option("--global", "global_rank", is_flag=True, help="Same as --schedule global.")
 @click.option("--max-ratio", type=float, default=0.9, show_default=True, help="Cap on the fraction removed from any one group.")
-@click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Keep a multiple of N channels per group (16 suits onnxruntime's AVX-512 kernels).")
+@click.option("--round-to", metavar="N|auto", default="auto", show_default=True,
+              help="Keep a multiple of N channels per group. auto: the multiple that --provider's fast kernels need "
+                   "(CPU: the NCHWc block, 16 with AVX-512, 8 with AVX2; CUDA/TensorRT: 8), any count below it "
+                   "allowed; 1: exact ratios.")
+@click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
+              help="The target the pruned model will run on; sets --round-to auto.")
 @click.option("--min-channels", type=click.IntRange(min=1), default=1, show_default=True,
               help="Keep at least N channels per group.")
 @click.option("--exclude", multiple=True, metavar="GLOB",
@@ -67,13 +74,15 @@ from .common import Column, Output, flag, handle_errors, input_shape_option, jso
 @input_shape_option
 @output_options
 @handle_errors
-def prune(model, output, ratio, target_macs, plan_path, target_params, schedule, sensitivity_path, data_path,
+def prune(model, output, ratio, target_macs, plan_path, target_params, target_latency, schedule, sensitivity_path, data_path,
           calib_samples, granularity, recover, metric, evaluations, jobs, scheduler, drop_blocks, depth_ratio,
-          block_criterion, mix_blocks, fuse, criterion, global_rank, max_ratio, round_to, min_channels, exclude, seed, allow_noop,
+          block_criterion, mix_blocks, fuse, criterion, global_rank, max_ratio, round_to, provider, min_channels, exclude, seed,
+          allow_noop,
           input_shape, json_path, fmt, quiet, verbose):
     """Remove channels (and residual blocks) from MODEL and write the smaller model to OUTPUT.
 
-    Give exactly one amount for the width: --ratio, --target-macs, --target-params, or --plan
+    Give exactly one amount for the width: --ratio, --target-macs, --target-params,
+    --target-latency, or --plan
     with an existing plan file; and/or one for the depth: --drop-blocks or --depth-ratio. The sensitivity and evolution schedules need a target and calibration data
     (--data; the sensitivity schedule can reuse curves with --sensitivity-from instead);
     --recover repairs the result on --data.
@@ -93,15 +102,16 @@ def prune(model, output, ratio, target_macs, plan_path, target_params, schedule,
     out = Output(fmt, quiet, verbose, json_path)
     drop_names, drop_count = _drop_blocks(drop_blocks)
     apply_plan = (plan_path is not None and ratio is None and target_macs is None and target_params is None
-                  and drop_blocks is None and depth_ratio is None)
+                  and target_latency is None and drop_blocks is None and depth_ratio is None)
     writes = {"out_path": output, "plan_out": None if apply_plan else plan_path, "json_path": out.json_file}
     reads = {"the input model": model, "the plan": plan_path if apply_plan else None, "the data": data_path,
              "the sensitivity report": sensitivity_path}
     with OutputSet(writes, reads, models=["out_path"]) as outputs:
         options = PruneOptions(criterion=criterion, ratio=ratio, global_rank=global_rank, max_ratio=max_ratio,
-                               target_macs=target_macs, round_to=round_to, min_channels=min_channels,
-                               exclude=tuple(exclude), plan=PruningPlan.load(plan_path) if apply_plan else None,
+                               target_macs=target_macs, round_to=_round_to(round_to), provider=provider,
+                               min_channels=min_channels, exclude=tuple(exclude), plan=PruningPlan.load(plan_path) if apply_plan else None,
                                seed=seed, allow_noop=allow_noop, schedule=schedule, target_params=target_params,
+                               target_latency=target_latency,
                                sensitivity=SensitivityReport.load(sensitivity_path) if sensitivity_path else None,
                                data=data_path, calib_samples=calib_samples, metric=metric, evaluations=evaluations,
                                jobs=jobs, scheduler=scheduler, recover=recover, granularity=granularity,
@@ -117,11 +127,23 @@ def prune(model, output, ratio, target_macs, plan_path, target_params, schedule,
             outputs.stage_bytes("json_path", json_text(summary).encode())
         outputs.commit()
     try:
-        _print(out, model, output, result, round_to, writes["plan_out"])
+        _print(out, model, output, result, writes["plan_out"])
         out.emit_json(summary)
     except KeyboardInterrupt as exc:
         exc.written = getattr(exc, "written", None) or str(output)  # everything was published before
         raise
+
+
+def _round_to(text: str) -> int | str:
+    """``--round-to``: ``auto`` or an integer >= 1."""
+    from ..errors import OnnxPruneError
+
+    text = text.strip().lower()
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise OnnxPruneError(f"--round-to takes 'auto' or an integer >= 1, got {text!r}")
+    return int(text)
 
 
 def _drop_blocks(text: str | None) -> tuple[tuple[str, ...], int | None]:
@@ -139,7 +161,7 @@ def _drop_blocks(text: str | None) -> tuple[tuple[str, ...], int | None]:
     return names, None
 
 
-def _print(out: Output, model, output, result, round_to, plan_out) -> None:
+def _print(out: Output, model, output, result, plan_out) -> None:
     from .report import human
 
     rows = []
@@ -154,7 +176,8 @@ def _print(out: Output, model, output, result, round_to, plan_out) -> None:
     blocks = (f" | blocks: {len(result.blocks_dropped)} of {result.blocks_removable} removable dropped"
               if result.blocks_dropped else "")
     out.line(f"groups: {result.groups_pruned} pruned, {result.groups_blocked} blocked, {result.groups_untouched} "
-             f"untouched{blocks} | schedule {result.schedule} | criterion {result.criterion}{recovery} | at {shapes} | "
+             f"untouched{blocks} | schedule {result.schedule} | criterion {result.criterion}{recovery} | "
+             f"round-to {result.round_to} | at {shapes} | "
              f"{result.seconds:.2f} s")
     if result.fusion is not None and result.fusion.removed:
         out.line(result.fusion.describe())
@@ -164,7 +187,7 @@ def _print(out: Output, model, output, result, round_to, plan_out) -> None:
         out.table("per group", [Column("group"), Column("anchor"), Column("channels", "right"), Column("kept", "right"),
                                 Column("pruned", "right")], kept)
     odd = sum(1 for g in result.plan.groups.values() if g.removed and len(g.keep) % 8)
-    if round_to == 1 and odd:
+    if result.round_to == "1" and odd:
         out.line(f"hint: {odd} pruned groups keep a channel count that is not a multiple of 8; onnxruntime's fastest CPU "
                  "convolutions (NCHWc) need multiples of 8 (AVX2) or 16 (AVX-512): try --round-to 16")
     for note in result.notes_text(flag):

@@ -70,17 +70,24 @@ class PlanCost:
         self.analysis, self.cost_model = analysis, cost_model
         self._views: dict[tuple, object] = {}
 
-    def __call__(self, plan, removed_units=None):
-        """:class:`~onnxprune.analysis.cost.Cost` of ``plan`` (``removed_units``: its removed channels,
-        when already known)."""
+    def _view(self, plan):
         key = tuple(plan.drop_blocks)
         view = self._views.get(key)
         if view is None:
             view = self.cost_model.dropping(dropped_nodes(self.analysis, plan.blocks(self.analysis))) if key \
                 else self.cost_model
             self._views[key] = view
+        return view
+
+    def __call__(self, plan, removed_units=None):
+        """:class:`~onnxprune.analysis.cost.Cost` of ``plan`` (``removed_units``: its removed channels,
+        when already known)."""
         removed = plan.removed_units(self.analysis) if removed_units is None else removed_units
-        return view.cost_without(removed)
+        return self._view(plan).cost_without(removed)
+
+    def total(self, plan, budget: str) -> float:
+        """One total (``"macs"``, ``"params"`` or ``"latency"``) of ``plan``."""
+        return self._view(plan).total_without(budget, plan.removed_units(self.analysis))
 
 
 def norm_scores(analysis) -> dict[str, float]:

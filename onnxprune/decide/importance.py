@@ -53,13 +53,13 @@ def group_importance(analysis: Analysis, group: ChannelGroup, criterion: str = "
         rng = np.random.default_rng([seed, int(group.id[1:])])
         return rng.random(group.channels)
     if criterion == "bn-scale":
-        scores = _aggregate(analysis, group, (NORM,), _lp(1))
+        scores = _aggregate(analysis, group, (NORM,), _Lp(1))
         return scores if scores is not None else group_importance(analysis, group, "l1")
     if criterion == "fpgm":
         scores = _aggregate(analysis, group, (OUT,), _fpgm)
         return scores if scores is not None else group_importance(analysis, group, "l2")
     p = 1 if criterion == "l1" else 2
-    scores = _aggregate(analysis, group, (OUT, IN), _lp(p))
+    scores = _aggregate(analysis, group, (OUT, IN), _Lp(p))
     return scores if scores is not None else np.zeros(group.channels)
 
 
@@ -82,14 +82,33 @@ def all_importance(analysis: Analysis, criterion: str = "l1", seed: int = 0) -> 
     return {g.id: group_importance(analysis, g, criterion, seed) for g in analysis.prunable_groups}
 
 
-def _lp(p: int):
-    def score(rows: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
-        per_row = np.abs(rows).sum(axis=1) if p == 1 else np.square(rows).sum(axis=1)
+class _Lp:
+    """The L1 or L2 norm of each channel's weights (Li et al. 2017, "Pruning Filters for
+    Efficient ConvNets"). Reduces a weight straight to per-row sums of ``|w|^p`` (accumulated in
+    float64) without a float64 copy of the weight: on ResNet-50 this was most of a prune's time."""
+
+    def __init__(self, p: int) -> None:
+        self.p = p
+
+    def row_sums(self, values: np.ndarray, axis: int, scale: np.ndarray | None, scale_axis: int | None) -> np.ndarray:
+        """``sum |w * s|^p`` over every axis but ``axis``: one value per row, float64.
+        ``scale`` (per index of ``scale_axis``) is a folded BatchNorm's factor."""
+        mag = np.abs(values) if self.p == 1 else np.square(values)
+        keep = {axis} if scale is None else {axis, scale_axis}
+        other = tuple(a for a in range(mag.ndim) if a not in keep)
+        reduced = mag.sum(axis=other, dtype=np.float64, keepdims=True) if other else mag.astype(np.float64)
+        if scale is not None:
+            shape = [1] * mag.ndim
+            shape[scale_axis] = -1
+            factor = np.abs(scale) if self.p == 1 else np.square(scale)
+            reduced = reduced * factor.reshape(shape)
+        rest = tuple(a for a in range(mag.ndim) if a != axis)
+        return reduced.sum(axis=rest) if rest else reduced
+
+    def __call__(self, per_row: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
         out = np.zeros(n_units)
         np.add.at(out, unit, per_row)
-        return out if p == 1 else np.sqrt(out)
-
-    return score
+        return out if self.p == 1 else np.sqrt(out)
 
 
 def _fpgm(rows: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
@@ -101,26 +120,36 @@ def _fpgm(rows: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
     return np.sqrt(d2).sum(axis=1)
 
 
-def _bn_folded(analysis: Analysis, node_index: int, values: np.ndarray) -> np.ndarray:
-    """``values`` (the weight of node ``node_index``) scaled as if the BatchNormalization that
-    alone reads the node's output were folded into it; unchanged when there is none."""
+def _bn_scale(analysis: Analysis, node_index: int, values: np.ndarray) -> tuple[np.ndarray | None, int | None]:
+    """The factor (and its axis of ``values``, the weight of node ``node_index``) that folding
+    the BatchNormalization that alone reads the node's output would multiply it by; ``(None,
+    None)`` when there is none."""
     axis = analysis.output_axis.get(node_index)
     node = analysis.graph.nodes[node_index]
     if axis is None or len(node.outputs) != 1:
-        return values
+        return None, None
     readers = node.outputs[0].outputs
     if len(readers) != 1 or readers[0].op != "BatchNormalization" or len(readers[0].inputs) < 5:
-        return values
+        return None, None
     bn = readers[0]
     if bn.inputs[0] is not node.outputs[0] or not all(isinstance(t, gs.Constant) for t in (bn.inputs[1], bn.inputs[4])):
-        return values
+        return None, None
     gamma = np.asarray(decoded(bn.inputs[1]), dtype=np.float64)
     var = np.asarray(decoded(bn.inputs[4]), dtype=np.float64)
     if gamma.shape != (values.shape[axis],) or var.shape != gamma.shape:
-        return values  # e.g. a grouped ConvTranspose, whose weight holds C_out / group per row
+        return None, None  # e.g. a grouped ConvTranspose, whose weight holds C_out / group per row
+    return gamma / np.sqrt(var + float(bn.attrs.get("epsilon", 1e-5))), axis
+
+
+def _bn_folded(analysis: Analysis, node_index: int, values: np.ndarray) -> np.ndarray:
+    """``values`` (the weight of node ``node_index``) scaled as if the BatchNormalization that
+    alone reads the node's output were folded into it; unchanged when there is none."""
+    scale, axis = _bn_scale(analysis, node_index, values)
+    if scale is None:
+        return values
     shape = [1] * values.ndim
     shape[axis] = -1
-    return values * (gamma / np.sqrt(var + float(bn.attrs.get("epsilon", 1e-5)))).reshape(shape)
+    return values * scale.reshape(shape)
 
 
 def _aggregate(analysis: Analysis, group: ChannelGroup, roles, score_fn) -> np.ndarray | None:
@@ -133,11 +162,19 @@ def _aggregate(analysis: Analysis, group: ChannelGroup, roles, score_fn) -> np.n
         roots = analysis.root_of[slot.ids]
         inside = analysis.unit_group[roots] == k
         pos = analysis.unit_position[roots]
-        values = np.asarray(decoded(analysis.graph.nodes[slot.node_index].inputs[slot.input_index]), dtype=np.float64)
-        if slot.input_index == 1 and slot.role in (OUT, IN):
-            values = _bn_folded(analysis, slot.node_index, values)
-        rows = np.moveaxis(values, slot.axis, 0)
-        rows = rows.reshape(rows.shape[0], -1)[inside]
+        values = np.asarray(decoded(analysis.graph.nodes[slot.node_index].inputs[slot.input_index]))
+        if not np.issubdtype(values.dtype, np.floating) or values.dtype.itemsize < 4:
+            values = values.astype(np.float32)  # float16 squares would overflow
+        folds = slot.input_index == 1 and slot.role in (OUT, IN)
+        if isinstance(score_fn, _Lp):
+            scale, scale_axis = _bn_scale(analysis, slot.node_index, values) if folds else (None, None)
+            rows = score_fn.row_sums(values, slot.axis, scale, scale_axis)[inside]
+        else:
+            values = values.astype(np.float64)
+            if folds:
+                values = _bn_folded(analysis, slot.node_index, values)
+            rows = np.moveaxis(values, slot.axis, 0)
+            rows = rows.reshape(rows.shape[0], -1)[inside]
         present = np.unique(pos[inside])
         local = np.searchsorted(present, pos[inside])
         raw = score_fn(rows, local, len(present))

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OnnxPruneError
+from .rounding import Rounding, as_rounding
 from ..analysis.groups import Analysis, ChannelGroup
 
 FORMAT = "onnxprune.plan/1"
@@ -176,14 +177,12 @@ def check_ratio(ratio: float, what: str = "{ratio}") -> float:
     return float(ratio)
 
 
-def keep_count(n: int, ratio: float, min_channels: int = 1, round_to: int = 1) -> int:
+def keep_count(n: int, ratio: float, min_channels: int = 1, round_to: int | Rounding = 1) -> int:
     """How many of ``n`` channels a ``ratio`` keeps: ``n - floor(ratio*n)``, at least
-    ``min_channels`` (and 1), rounded up to a multiple of ``round_to``, at most ``n``."""
+    ``min_channels`` (and 1), rounded up to a multiple of ``round_to`` (an int, or a
+    :class:`~onnxprune.decide.rounding.Rounding`), at most ``n``."""
     keep = n - int(math.floor(ratio * n + 1e-9))
-    keep = max(keep, min_channels, 1)
-    if round_to > 1:
-        keep = int(math.ceil(keep / round_to) * round_to)
-    return min(keep, n)
+    return as_rounding(round_to).up(max(keep, min_channels, 1), n)
 
 
 def top_k(scores: np.ndarray, k: int) -> list[int]:

@@ -30,6 +30,11 @@ from ..analysis.cost import CostModel
 from ..errors import OnnxPruneError
 from ..analysis.groups import Analysis
 from .plan import GroupPlan, PruningPlan, empty_tensor, fill_empty_tensors, keep_count, top_k
+from .rounding import as_rounding
+
+_WHAT = {"macs": "MACs", "params": "params", "latency": "predicted latency"}
+_NOTHING = {"macs": "MACs (Conv/Gemm/MatMul) at this input shape", "params": "params",
+            "latency": "latency (no Conv/Gemm/MatMul layer could be timed at this input shape)"}
 
 TOLERANCE = 0.02
 """How far, as a fraction of the model's MACs, the kept MACs may be from the target."""
@@ -49,7 +54,7 @@ class TargetSearch:
 
     def note(self, target: float) -> str:
         steps = f", then {self.steps} single-group step{'s' * (self.steps != 1)}" if self.steps else ""
-        what = "MACs" if self.budget == "macs" else "params"
+        what = _WHAT[self.budget]
         return f"{{target_{self.budget}}} {target}: keeps {self.kept:.4f} of {what} ({self.label} {self.ratio:.4g}{steps})"
 
 
@@ -78,13 +83,12 @@ def meet_target(analysis: Analysis, cost_model: CostModel, at: Callable[[float],
 
     plan_cost = PlanCost(analysis, cost_model)
 
-    def measure(plan) -> int:
-        cost = cost_model.cost() if plan is None else plan_cost(plan)
-        return cost.macs if budget == "macs" else cost.params
+    def measure(plan) -> float:
+        return cost_model.total(budget) if plan is None else plan_cost.total(plan, budget)
 
     total = measure(None)
     if total == 0:
-        raise OnnxPruneError(f"the model has no countable {'MACs (Conv/Gemm/MatMul) at this input shape' if budget == 'macs' else 'params'}; use {{ratio}}")
+        raise OnnxPruneError(f"the model has no countable {_NOTHING[budget]}; use {{ratio}}")
 
     def kept(plan: PruningPlan) -> float:  # as the plan will be applied: with emptied tensors given a channel back
         if empty_tensor(plan, analysis) is not None:
@@ -139,9 +143,9 @@ def meet_macs_target(analysis, cost_model, at, scores, target, **kw) -> TargetSe
     return meet_target(analysis, cost_model, at, scores, target, budget="macs", **kw)
 
 
-def _step_down(keep: int, round_to: int) -> int:
-    """The next smaller channel count: the multiple of ``round_to`` below ``keep``."""
-    return (keep - 1) // round_to * round_to if round_to > 1 else keep - 1
+def _step_down(keep: int, round_to) -> int:
+    """The next smaller channel count that ``round_to`` allows (:mod:`.rounding`)."""
+    return as_rounding(round_to).down(keep)
 
 
 def _next_group(plan: PruningPlan, scores, floors, closed, round_to: int, order) -> str | None:
@@ -171,7 +175,7 @@ def _unreachable(kept, deepest, target, max_ratio, min_channels, round_to, budge
     for gid, gp in deepest.groups.items():
         n = keep_count(gp.channels, 1.0 - 1e-12, min_channels, round_to)
         floor.groups[gid] = GroupPlan(gp.id, gp.anchor, gp.channels, None, list(range(n)))  # counts set the cost
-    what = "MACs" if budget == "macs" else "params"
+    what = _WHAT[budget]
     if kept(floor) > target + tolerance:
         return (f"{{target_{budget}}} {target} cannot be met: the smallest widths allowed ({{min_channels}} {min_channels}, "
                 f"{{round_to}} {round_to}) keep {kept(floor):.4f} of {what}; the rest sits where pruning cannot shrink it "
