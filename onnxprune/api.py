@@ -52,7 +52,7 @@ def load_plan(path: PathLike) -> PruningPlan:
 
 
 def prune(model: PathLike, output: PathLike, *, ratio: float | None = None, target_macs: float | None = None,
-          target_params: float | None = None, plan: PruningPlan | PathLike | None = None, schedule: str = "uniform",
+          target_params: float | None = None, target_latency: float | None = None, plan: PruningPlan | PathLike | None = None, schedule: str = "uniform",
           criterion: str = "l1", data: PathLike | None = None, recover: str = "none",
           sensitivity: SensitivityReport | PathLike | None = None, calib_samples: int | None = None,
           metric: str = "auto", evaluations: int = 300, jobs: int = 1, scheduler: str | None = None,
@@ -64,7 +64,8 @@ def prune(model: PathLike, output: PathLike, *, ratio: float | None = None, targ
           fuse: bool = True) -> PruneResult:
     """Prune ``model`` into ``output``: give exactly one of ``ratio`` (the fraction of each
     group's channels to remove), ``target_macs`` or ``target_params`` (the fraction of MACs or
-    params to keep, met within 0.02) or ``plan`` (a :class:`PruningPlan` or the path of a saved
+    params to keep, met within 0.02), ``target_latency`` (the fraction of the latency on
+    ``provider`` to keep, predicted by per-layer tables and measured: ``result.latency``) or ``plan`` (a :class:`PruningPlan` or the path of a saved
     one). ``schedule`` is ``uniform``, ``global``, ``sensitivity`` (curves from ``sensitivity``,
     or measured on ``data``) or ``evolution`` (searched on ``data``); ``recover`` (``bn`` or
     ``reconstruct``) repairs the result on ``data``. Depth: ``drop_blocks`` (a count, or residual
@@ -79,7 +80,7 @@ def prune(model: PathLike, output: PathLike, *, ratio: float | None = None, targ
     options = PruneOptions(criterion=criterion, ratio=ratio, global_rank=global_rank, max_ratio=max_ratio,
                            target_macs=target_macs, round_to=round_to, provider=provider, min_channels=min_channels,
                            exclude=tuple(exclude), plan=plan, seed=seed, allow_noop=allow_noop, schedule=schedule,
-                           target_params=target_params, sensitivity=sensitivity,
+                           target_params=target_params, target_latency=target_latency, sensitivity=sensitivity,
                            data=None if data is None else str(data), calib_samples=calib_samples, metric=metric,
                            evaluations=evaluations, jobs=jobs, scheduler=scheduler, recover=recover,
                            drop_blocks=() if drop_blocks is None or isinstance(drop_blocks, int) else tuple(drop_blocks),

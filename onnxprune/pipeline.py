@@ -58,13 +58,16 @@ class PruneOptions:
     """What to prune and how much (see ``onnxprune prune --help``).
 
     At most one width amount: ``ratio`` (uniform, or global with ``global_rank``),
-    ``target_macs`` or ``target_params`` (fraction to keep, met within 0.02 by
-    :mod:`onnxprune.decide.target`), or ``plan``; and at most one depth amount: ``drop_blocks``
-    (residual block ids or Add names), ``drop_count`` (the lowest by ``block_criterion``) or
-    ``depth_ratio``. With both, the budget counts the dropped blocks. ``mix_blocks`` lets the
-    sensitivity and evolution schedules drop blocks themselves. ``fuse`` (default) folds BN and
-    per-channel scales after pruning (:mod:`onnxprune.transform.fuse`). A plan that removes
-    nothing is refused unless ``allow_noop``.
+    ``target_macs``, ``target_params`` or ``target_latency`` (fraction to keep, met within 0.02 by
+    :mod:`onnxprune.decide.target`; the latency is predicted by per-layer tables measured on
+    ``provider`` with ``threads``, then measured, :func:`_latency_plan`), or ``plan``; and at
+    most one depth amount: ``drop_blocks`` (residual block ids or Add names), ``drop_count``
+    (the lowest by ``block_criterion``) or ``depth_ratio``. With both, the budget counts the
+    dropped blocks. ``mix_blocks`` lets the sensitivity and evolution schedules drop blocks
+    themselves. ``fuse`` (default) folds BN and per-channel scales after pruning
+    (:mod:`onnxprune.transform.fuse`). ``round_to`` (``"auto"`` or an int) and ``provider``
+    set the channel multiple (:mod:`onnxprune.decide.rounding`). A plan that removes nothing
+    is refused unless ``allow_noop``.
     """
 
     criterion: str = "l1"

@@ -12,10 +12,6 @@ With ``blocks`` (``--mix-blocks``), residual blocks compete under the same allow
 is dropped once the measured loss of dropping it alone is within ``d`` (plus a tie-breaker smaller
 than the groups', so that a block whose drop costs nothing goes before harmless channels do).
 
-With ``cost_weights`` (a latency budget, :func:`onnxprune.decide.schedule.latency_weights`), a
-group's allowed loss is ``d`` times its weight: groups whose channels save more measured latency
-may lose more (the latency-saliency trade of HALP, Shen et al., NeurIPS 2022).
-
 The curves say how each group hurts the metric on its own; the allocation assumes the losses of
 several groups do not interact much, as AIMET does. Recovery (``--recover``) and measuring the
 result with ``onnxprune verify`` are what check that assumption.
@@ -46,18 +42,15 @@ class SensitivityAllocation:
     model, from ``report`` (validated against the model by the caller)."""
 
     def __init__(self, report: SensitivityReport, groups, scores: dict[str, np.ndarray], *, max_ratio: float,
-                 min_channels: int = 1, round_to: int = 1, criterion: str | None = None, blocks=(),
-                 cost_weights: dict[str, float] | None = None) -> None:
+                 min_channels: int = 1, round_to: int = 1, criterion: str | None = None, blocks=()) -> None:
         self.groups = list(groups)
-        self.weights = {g.id: (cost_weights or {}).get(g.id, 1.0) for g in self.groups}
         self.scores = scores
         self.max_ratio, self.min_channels, self.round_to = max_ratio, min_channels, round_to
         self.criterion = criterion
         scale = max((max((p.loss for p in report.curve(g.id).points), default=0.0) for g in self.groups), default=0.0)
         self.loss = {g.id: envelope(report.curve(g.id), 1e-6 * (1.0 + max(scale, 0.0))) for g in self.groups}
         allowed = _GRID <= max_ratio + 1e-12
-        self.top = max((float(curve[allowed][-1]) / self.weights[gid] for gid, curve in self.loss.items()),
-                       default=0.0) + 1e-9
+        self.top = max((float(curve[allowed][-1]) for curve in self.loss.values()), default=0.0) + 1e-9
         measured = report.block_losses()
         missing = [b.id for b in blocks if b.id not in measured]
         if missing:
@@ -69,10 +62,9 @@ class SensitivityAllocation:
         self.top = max([self.top, *(v + 1e-9 for v in self.block_loss.values())])
 
     def ratio(self, group_id: str, allowed_loss: float) -> float:
-        """The largest ratio (up to ``max_ratio``) whose predicted loss is within ``allowed_loss``
-        (times the group's cost weight)."""
+        """The largest ratio (up to ``max_ratio``) whose predicted loss is within ``allowed_loss``."""
         curve = self.loss[group_id]
-        ok = (curve <= allowed_loss * self.weights[group_id]) & (_GRID <= self.max_ratio + 1e-12)
+        ok = (curve <= allowed_loss) & (_GRID <= self.max_ratio + 1e-12)
         return float(_GRID[ok][-1]) if ok.any() else 0.0
 
     def at(self, allowed_loss: float) -> PruningPlan:
@@ -86,11 +78,10 @@ class SensitivityAllocation:
         return plan
 
     def step_cost(self, group_id: str, keep_now: int, keep_next: int) -> float:
-        """The predicted loss that one more step of ``group_id`` adds, over the group's cost weight."""
+        """The predicted loss that one more step of ``group_id`` adds."""
         channels = next(g.channels for g in self.groups if g.id == group_id)
         curve = self.loss[group_id]
-        step = np.interp(1 - keep_next / channels, _GRID, curve) - np.interp(1 - keep_now / channels, _GRID, curve)
-        return float(step / self.weights[group_id])
+        return float(np.interp(1 - keep_next / channels, _GRID, curve) - np.interp(1 - keep_now / channels, _GRID, curve))
 
     def predicted_loss(self, plan: PruningPlan) -> float:
         """The sum of the groups' predicted losses at the plan's ratios and of the dropped blocks'

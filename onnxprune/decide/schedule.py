@@ -51,8 +51,6 @@ def plan_for_budget(analysis: Analysis, cost_model: CostModel, scores: dict[str,
     groups = [g for g in analysis.prunable_groups if not excluded(g, exclude)]
     common = dict(max_ratio=max_ratio, budget=budget.kind, **kw)
     notes: list[str] = []
-    weights = latency_weights(analysis, cost_model, groups) if budget.kind == "latency" and schedule == "sensitivity" \
-        else None
     if schedule == "uniform":
         search = meet_target(analysis, cost_model, lambda r: uniform_plan(
             analysis, scores, min(r, max_ratio), exclude=exclude, criterion=criterion, **kw), scores, budget.target,
@@ -68,7 +66,7 @@ def plan_for_budget(analysis: Analysis, cost_model: CostModel, scores: dict[str,
             raise OnnxPruneError("schedule sensitivity needs sensitivity curves: {sensitivity} (a saved report) or {data}")
         report.validate(analysis)
         alloc = SensitivityAllocation(report, groups, scores, max_ratio=max_ratio, criterion=criterion, blocks=blocks,
-                                      cost_weights=weights, **kw)
+                                      **kw)
         search = meet_target(analysis, cost_model, alloc.at, scores, budget.target, order=alloc.step_cost,
                              top=alloc.top, label="allowed loss", **common)
         notes.append(f"sensitivity schedule: predicted {report.metric} loss {alloc.predicted_loss(search.plan):.4g} "
@@ -85,31 +83,6 @@ def plan_for_budget(analysis: Analysis, cost_model: CostModel, scores: dict[str,
                      "offered to it")
     search.plan.meta["schedule"] = schedule
     return search.plan, [search.note(budget.target), *notes]
-
-
-def latency_weights(analysis: Analysis, cost_model: CostModel, groups) -> dict[str, float]:
-    """Each group's predicted latency saved per removed channel, relative to the mean over
-    ``groups`` (the cost model has a latency table): measured by halving that group alone.
-
-    With a latency budget, the ``sensitivity`` schedule scales each group's allowed loss by it,
-    so that channels that buy more latency go first (HALP's latency-saliency trade; Shen et al.,
-    NeurIPS 2022). Groups whose halving saves nothing get a small weight (1e-3) and are pruned
-    last. The ``global`` schedule does not use it: its weight norms are not losses, and dividing
-    them by this weight pruned a few groups to the cap (ResNet-56 on MNIST at half the latency:
-    37.6% accuracy, against 96.3% for the MACs ranking; ``tools/latency_target.py``).
-    """
-    full = cost_model.total("latency")
-    saved: dict[str, float] = {}
-    for g in groups:
-        half = g.channels // 2
-        if half == 0:
-            continue
-        alive = analysis.alive_ids(np.asarray(g.units[:half]))
-        saved[g.id] = max(full - cost_model.total("latency", alive), 0.0) / half
-    mean = float(np.mean(list(saved.values()))) if saved else 0.0
-    if mean <= 0:
-        return {}
-    return {gid: max(s / mean, 1e-3) for gid, s in saved.items()}
 
 
 def _evolution(analysis, cost_model, scores, groups, budget: Budget, losses, *, criterion, evaluations, seed, progress,

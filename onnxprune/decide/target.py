@@ -55,7 +55,7 @@ class TargetSearch:
     def note(self, target: float) -> str:
         steps = f", then {self.steps} single-group step{'s' * (self.steps != 1)}" if self.steps else ""
         what = _WHAT[self.budget]
-        return f"{{target_{self.budget}}} {target}: keeps {self.kept:.4f} of {what} ({self.label} {self.ratio:.4g}{steps})"
+        return f"{{target_{self.budget}}} {target:.4g}: keeps {self.kept:.4f} of {what} ({self.label} {self.ratio:.4g}{steps})"
 
 
 StepCost = Callable[[str, int, int], float]

@@ -15,7 +15,8 @@ exploits with per-layer latency lookup tables. This module measures such tables 
   shrinks; ``prune --target-latency`` reports it next to the latency measured on the whole file.
 
 Timing: 2 untimed runs, then at least 5 timed runs and until 20 ms have passed (at most 200);
-the median, as :mod:`.bench` does, with onnxruntime's thread spinning off. A layer that cannot
+the median, as :mod:`.bench` does, with onnxruntime's thread spinning off; on GPU providers the
+inputs are bound on the device first (:func:`onnxprune.runtime.bench.bind_feed`). A layer that cannot
 run alone (an unsupported dtype, a layout onnxruntime refuses) is not counted; ``untimed`` lists
 it, and ``prune`` says so in a note.
 
@@ -42,7 +43,8 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper
 
-from .session import make_session, require_onnxruntime
+from .bench import bind_feed
+from .session import DEVICES, make_session, require_onnxruntime
 
 CACHE_FORMAT = "onnxprune.latency/1"
 _MIN_RUNS, _MAX_RUNS, _MIN_SECONDS = 5, 200, 0.02
@@ -187,14 +189,24 @@ def _time_layer(layer: dict, provider: str, threads: int | None) -> float | None
         model, feeds = _one_node_model(layer)
         session = make_session(model.SerializeToString(), provider, threads, allow_spinning=False,
                                label=f"layer {layer['op']}")
+        device = DEVICES[provider]
+        if device == "cpu":
+            def run():
+                session.run(None, feeds)
+        else:  # inputs bound on the GPU once, as bench does: transfers are not timed
+            bound = bind_feed(session, feeds, device)
+
+            def run():
+                session.run_with_iobinding(bound.binding)
+                bound.binding.synchronize_outputs()
         for _ in range(2):
-            session.run(None, feeds)
+            run()
     except Exception:  # OnnxPruneError from the session, onnx's and onnxruntime's own exception classes
         return None
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < _MAX_RUNS and (len(times) < _MIN_RUNS or time.perf_counter() - start < _MIN_SECONDS):
         t0 = time.perf_counter()
-        session.run(None, feeds)
+        run()
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e3
