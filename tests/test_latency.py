@@ -164,6 +164,14 @@ def test_bad_combinations(model_path, tmp_path, extra, needle):
     assert not (tmp_path / "p.onnx").exists()
 
 
+@pytest.mark.skipif("CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers(),
+                    reason="CUDA is available here")
+def test_a_missing_provider_is_one_clear_error(model_path, tmp_path):
+    assert_bad_input(cli("prune", model_path, "-o", tmp_path / "p.onnx", "--target-latency", "0.5",
+                         "--provider", "cuda"), "CUDA execution provider is not available")
+    assert not (tmp_path / "p.onnx").exists()
+
+
 @pytest.mark.parametrize("value", ["0", "1.5", "nan"])
 def test_target_latency_range(model_path, tmp_path, value):
     assert_bad_input(cli("prune", model_path, "-o", tmp_path / "p.onnx", "--target-latency", value),

@@ -44,7 +44,7 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from .bench import bind_feed
-from .session import DEVICES, make_session, require_onnxruntime
+from .session import DEVICES, check_provider_available, make_session, require_onnxruntime
 
 CACHE_FORMAT = "onnxprune.latency/1"
 _MIN_RUNS, _MAX_RUNS, _MIN_SECONDS = 5, 200, 0.02
@@ -78,10 +78,14 @@ class LatencyTable:
     tensor's dims under the plan, as :class:`~onnxprune.analysis.cost.CostModel` gives them) to
     get the layer's time in ms. ``measured`` counts the layers timed by this instance (cache
     misses); ``progress(n)``, if given, is called after each.
+
+    Raises :class:`~onnxprune.errors.OnnxPruneError` when the installed onnxruntime lacks
+    ``provider``.
     """
 
     def __init__(self, provider: str = "cpu", threads: int | None = None, *, cache: Path | None = None,
                  progress=None) -> None:
+        check_provider_available(provider)  # a missing provider is one clear error, not untimed layers
         self.provider, self.threads, self.progress = provider, threads, progress
         self.machine = machine(provider, threads)
         key = hashlib.sha256(json.dumps(self.machine, sort_keys=True).encode()).hexdigest()[:16]
