@@ -59,6 +59,7 @@ def pruning_record(model: onnx.ModelProto) -> dict:
     blocks = meta.get(_PREFIX + "blocks_dropped")
     record = {"by_onnxprune": pruned, "onnxprune_version": meta.get(_PREFIX + "version"),
               "criterion": meta.get(_PREFIX + "criterion"), "amount": meta.get(_PREFIX + "amount"),
+              "round_to": meta.get(_PREFIX + "round_to"),
               "blocks_dropped": None if blocks is None else [b for b in blocks.split(",") if b]}
     for key in ("macs_before", "macs_after", "params_before", "params_after"):
         record[key] = _number(meta, key)

@@ -321,22 +321,26 @@ def interleaved_times(
         for j in range(k):
             i = (r + j) % k
             session, feed = sessions[i], feeds[i]
+            bound = None if bindings is None else bindings[i]
             try:
-                if bindings is None:
-                    start = perf_counter_ns()
-                    session.run(None, feed)
-                    stop = perf_counter_ns()
-                else:
-                    binding = bindings[i].binding
-                    start = perf_counter_ns()
-                    session.run_with_iobinding(binding)
-                    binding.synchronize_outputs()
-                    stop = perf_counter_ns()
+                start = perf_counter_ns()
+                run_once(session, feed, bound)
+                stop = perf_counter_ns()
             except Exception as exc:
                 first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise OnnxPruneError(f"{labels[i]}: onnxruntime failed: {first_line}") from exc
             times[i].append(stop - start)
     return times
+
+
+def run_once(session: onnxruntime.InferenceSession, feed: dict[str, np.ndarray], bound: BoundFeed | None) -> None:
+    """One run, as it is timed: ``session.run`` on the host ``feed``, or, with ``bound`` inputs,
+    ``run_with_iobinding`` and the wait for its outputs (``synchronize_outputs``)."""
+    if bound is None:
+        session.run(None, feed)
+    else:
+        session.run_with_iobinding(bound.binding)
+        bound.binding.synchronize_outputs()
 
 
 def _check_int(what: str, value: Any, minimum: int) -> None:

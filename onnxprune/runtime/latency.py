@@ -43,7 +43,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper
 
-from .bench import bind_feed
+from .bench import bind_feed, run_once
 from .session import DEVICES, check_provider_available, make_session, require_onnxruntime
 
 CACHE_FORMAT = "onnxprune.latency/1"
@@ -194,23 +194,16 @@ def _time_layer(layer: dict, provider: str, threads: int | None) -> float | None
         session = make_session(model.SerializeToString(), provider, threads, allow_spinning=False,
                                label=f"layer {layer['op']}")
         device = DEVICES[provider]
-        if device == "cpu":
-            def run():
-                session.run(None, feeds)
-        else:  # inputs bound on the GPU once, as bench does: transfers are not timed
-            bound = bind_feed(session, feeds, device)
-
-            def run():
-                session.run_with_iobinding(bound.binding)
-                bound.binding.synchronize_outputs()
+        # inputs bound on the GPU once, as bench does: transfers are not timed
+        bound = None if device == "cpu" else bind_feed(session, feeds, device)
         for _ in range(2):
-            run()
+            run_once(session, feeds, bound)
     except Exception:  # OnnxPruneError from the session, onnx's and onnxruntime's own exception classes
         return None
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < _MAX_RUNS and (len(times) < _MIN_RUNS or time.perf_counter() - start < _MIN_SECONDS):
         t0 = time.perf_counter()
-        run()
+        run_once(session, feeds, bound)
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e3
