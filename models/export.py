@@ -30,7 +30,7 @@ float16 with onnxruntime's own converter.
 Command line::
 
     python -m models.export NAME OUT.onnx [--opset N] [--fold-bn] [--dynamic-batch]
-        [--dynamic-hw] [--dynamo] [--fuse-attention] [--fp16]
+        [--dynamic-hw] [--dynamic-seq] [--dynamo] [--fuse-attention] [--fp16]
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ def export_onnx(
     dynamo: bool = False,
     input_name: str = "input",
     output_name: str = "output",
+    dynamic_seq: bool = False,
 ) -> pathlib.Path:
     """Write ``model`` (one float32 input, one output) to ``path`` as ONNX and return the path.
 
@@ -78,6 +79,9 @@ def export_onnx(
     0 of the input and the output ``"batch"``; ``dynamic_hw`` (NCHW inputs only) also makes
     the input's H and W dynamic (``"height"``, ``"width"`` with the TorchScript exporter,
     and the output's too when it has the input's spatial size) and implies a dynamic batch.
+    ``dynamic_seq`` (``[B, T, D]`` inputs only) makes the input's T dynamic (``"seq"``), and
+    the output's axis 1 when it has T there; with the dynamo exporter, reshapes that keep B and
+    T then get targets computed from ``Shape`` (with ``allowzero=1``). It implies a dynamic batch.
     The model is traced in eval mode whatever its current mode, which is left unchanged.
     The parent directory is created if needed.
     """
@@ -86,9 +90,12 @@ def export_onnx(
     input_shape = tuple(input_shape)
     if dynamic_hw and len(input_shape) != 4:
         raise ValueError(f"dynamic_hw needs an NCHW input, not shape {input_shape}")
-    dynamic_batch = dynamic_batch or dynamic_hw
+    if dynamic_seq and len(input_shape) != 3:
+        raise ValueError(f"dynamic_seq needs a [B, T, D] input, not shape {input_shape}")
+    dynamic_batch = dynamic_batch or dynamic_hw or dynamic_seq
     if dynamo:
-        _export_dynamo(model, path, input_shape, opset, fold_bn, dynamic_batch, dynamic_hw, input_name, output_name)
+        _export_dynamo(model, path, input_shape, opset, fold_bn, dynamic_batch, dynamic_hw, input_name, output_name,
+                       dynamic_seq)
         return path
     dummy = torch.zeros(input_shape, dtype=torch.float32)
     dynamic_axes = None
@@ -101,6 +108,12 @@ def export_onnx(
                 output_shape = tuple(model(dummy).shape)
             if len(output_shape) == 4 and output_shape[2:] == input_shape[2:]:
                 output_axes.update({2: "height", 3: "width"})
+        if dynamic_seq:
+            input_axes[1] = "seq"
+            with torch.no_grad(), _eval_mode(model):
+                output_shape = tuple(model(dummy).shape)
+            if len(output_shape) >= 2 and output_shape[1] == input_shape[1]:
+                output_axes[1] = "seq"
         dynamic_axes = {input_name: input_axes, output_name: output_axes}
     with warnings.catch_warnings():
         # torch >= 2.9 warns that the TorchScript exporter is deprecated; silence it here only.
@@ -142,6 +155,7 @@ def _export_dynamo(
     dynamic_hw: bool,
     input_name: str,
     output_name: str,
+    dynamic_seq: bool = False,
 ) -> None:
     """The ``dynamo=True`` branch of :func:`export_onnx`: one self-contained file."""
     if opset is not None and opset < DYNAMO_MIN_OPSET:
@@ -159,6 +173,9 @@ def _export_dynamo(
         axes: dict[int, object] = {0: torch.export.Dim("batch")}
         if dynamic_hw:
             axes.update({2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC})
+        if dynamic_seq:
+            shape[1] = max(shape[1], 2)
+            axes[1] = torch.export.Dim("seq")
         dynamic_shapes = (axes,)
     dummy = torch.zeros(shape, dtype=torch.float32)
     with warnings.catch_warnings(), _eval_mode(model):
@@ -285,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into Conv")
     parser.add_argument("--dynamic-batch", action="store_true", help="make axis 0 dynamic")
     parser.add_argument("--dynamic-hw", action="store_true", help="make the batch, H and W dynamic")
+    parser.add_argument("--dynamic-seq", action="store_true", help="make the batch and T of a [B, T, D] input dynamic")
     parser.add_argument("--dynamo", action="store_true", help="use the dynamo exporter (needs onnxscript)")
     parser.add_argument("--fuse-attention", action="store_true",
                         help="then fuse attention with onnxruntime's optimizer (vit, bert)")
@@ -301,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dynamic_batch=args.dynamic_batch,
         dynamic_hw=args.dynamic_hw,
         dynamo=args.dynamo,
+        dynamic_seq=args.dynamic_seq,
     )
     if args.fuse_attention:
         attention = next((m for m in model.modules() if hasattr(m, "num_heads")), None)

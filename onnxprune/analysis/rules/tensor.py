@@ -242,11 +242,31 @@ def _find_move(in_shape, out_shape, c: int):
     return axis if axis > 0 else None
 
 
+def _find_regroup(in_shape, out_shape, c: int):
+    """The ``(a, (m, q))`` such that output axis ``a`` (not the batch axis) holds channel
+    ``(p // m) % C`` at index ``p`` and no other output axis depends on the channel: row-major
+    order puts channel ``c`` at input stride ``s = numel(in[c+1:])``; with output stride
+    ``S = numel(out[a+1:])``, that holds when ``S`` divides ``s`` (``m = s / S``) and ``C·m``
+    divides ``out[a]`` (``q = out[a] / (C·m)``). magika packs 4 tokens into one,
+    ``[1, 2048, 64] → [1, 512, 256]``: channel ``j = 64·t + c`` (``m = 1``, ``q = 4``). None
+    otherwise, and when the batch dim changes."""
+    size, stride = in_shape[c], numel(in_shape[c + 1:])
+    if c == 0 or out_shape[0] != in_shape[0]:
+        return None
+    for a in range(1, len(out_shape)):
+        out_stride = numel(out_shape[a + 1:])
+        if out_stride and stride % out_stride == 0 and out_shape[a] % (size * (stride // out_stride)) == 0:
+            m = stride // out_stride
+            return a, (m, out_shape[a] // (size * m))
+    return None
+
+
 def _channel_map(in_shape, out_shape, c: int):
     """How a reshape moves channel axis ``c``: ``("merge", j, k)`` (input dims ``[j, k)`` become
     output dim ``j``), ``("split", p, k)`` (dim ``c`` becomes dims ``[c, c+k)``, channels on the
     outer one, ``p``), ``("move", p, 0)`` (only size-1 dims change; channels land on axis ``p``),
-    or None (the reshape mixes channels with other dims)."""
+    ``("regroup", a, (m, q))`` (channels interleave with other dims on axis ``a``, see
+    :func:`_find_regroup`), or None (the reshape mixes channels with other dims)."""
     found = _find_merge(in_shape, out_shape, c)
     if found is not None:
         return ("merge",) + found
@@ -254,7 +274,10 @@ def _channel_map(in_shape, out_shape, c: int):
     if found is not None:
         return ("split",) + found
     axis = _find_move(in_shape, out_shape, c)
-    return None if axis is None else ("move", axis, 0)
+    if axis is not None:
+        return ("move", axis, 0)
+    found = _find_regroup(in_shape, out_shape, c)
+    return None if found is None else ("regroup",) + found
 
 
 class _ReshapeLikeRule(Rule):
@@ -282,6 +305,9 @@ class _ReshapeLikeRule(Rule):
         kind, axis, k = found
         if kind == "merge":
             ids = merged_ids(xa.ids, in_shape, xa.axis, axis, k)
+        elif kind == "regroup":
+            m, q = k
+            ids = np.tile(np.repeat(xa.ids, m), q)
         elif kind == "move":
             ids = xa.ids
         else:
@@ -304,17 +330,28 @@ class FlattenRule(_ReshapeLikeRule):
 
 @register("Reshape")
 class ReshapeRule(_ReshapeLikeRule):
-    """The target is rewritten at the channel axis. A constant target keeps its other entries.
-    A computed target (Paddle's ``Concat(Shape(x)[0:1], [C])``, torch's head reshapes built from
-    ``Shape``) is replaced by ``[0, ..., 0, kept, inner..., -1?]``: zeros copy the leading dims,
-    so batch and sequence stay dynamic."""
+    """The target is rewritten at the channel axis. A constant target keeps its other entries
+    (and the node its ``allowzero``). A computed target (Paddle's ``Concat(Shape(x)[0:1], [C])``,
+    torch's head reshapes built from ``Shape``) is replaced by ``[0, ..., 0, kept, inner..., -1?]``:
+    zeros copy the leading dims, so batch and sequence stay dynamic.
+
+    ONNX spec (Reshape-14): with ``allowzero=1`` a 0 in the target is a real zero, not "copy
+    the input's dim" (the dynamo exporter writes ``allowzero=1`` on every Reshape). The zeros
+    written here copy dims that the output shares with the input, so the node gets
+    ``allowzero=0``: the same output shape whatever the input, an empty batch included."""
 
     def trace(self, node, t) -> None:
         found = self.map_channels(node, t)
-        if found is None or t.const(node.inputs[1]) is not None:
+        if found is None:
             return
-        if found[0] == "move":
-            t.block(node, "Reshape that moves the channel axis with a computed target")
+        target = t.const(node.inputs[1])
+        if target is not None:
+            if found[0] == "regroup" and not node.attrs.get("allowzero", 0) and 0 in np.asarray(target).tolist():
+                t.block(node, "Reshape that interleaves channels with a target that copies input dims (0)")
+            return
+        if found[0] in ("move", "regroup"):
+            t.block(node, f"Reshape that {'moves' if found[0] == 'move' else 'interleaves'} the channel axis with a "
+                          "computed target")
         elif len(self._synthesized_tail(found, t.shape(node.outputs[0]), t.axis_of(node.inputs[0]).axis)) > 1:
             t.block(node, "Reshape with a computed target and several trailing dims")
 
@@ -345,6 +382,8 @@ class ReshapeRule(_ReshapeLikeRule):
             head = [0] * min(c, axis) + list(out_shape[min(c, axis):axis])
             tail = [-1] * len(self._synthesized_tail(found, out_shape, c))
             values = np.array(head + [kept] + middle + tail, dtype=np.int64)
+            if node.attrs.get("allowzero", 0):
+                rw.set_attr(node, "allowzero", 0)
         rw.set_const_input(node, 1, values)
 
 
@@ -421,3 +460,35 @@ class UnsqueezeRule(Rule):
         axes = [norm_axis(a, len(shape) + len(axes)) for a in axes]
         kept_positions = [p for p in range(len(shape) + len(axes)) if p not in axes]
         t.set_axis(node, node.outputs[0], kept_positions[xa.axis], xa.ids)
+
+
+@register("DepthToSpace")
+class DepthToSpaceRule(Rule):
+    """``[N, C·b², H, W] → [N, C, H·b, W·b]`` (ONNX spec, DepthToSpace-13). Output channel ``c``
+    reads ``b²`` input channels: ``(i·b + j)·C + c`` in ``DCR`` mode (the default),
+    ``c·b² + i·b + j`` in ``CRD`` mode. Those ``b²`` channels are one unit, so whole output
+    channels go, and the kept input channels stay in the layout the mode expects."""
+
+    def trace(self, node, t) -> None:
+        xa = t.nchw_input(node)
+        if xa is None:
+            return
+        b2 = int(node.attrs["blocksize"]) ** 2
+        c = len(xa.ids) // b2
+        blocks = xa.ids.reshape(c, b2) if node.attrs.get("mode", "DCR") == "CRD" else xa.ids.reshape(b2, c).T
+        for unit in blocks:
+            t.union_all(unit)
+        t.set_axis(node, node.outputs[0], 1, blocks[:, 0].copy())
+
+
+@register("SpaceToDepth")
+class SpaceToDepthRule(Rule):
+    """``[N, C, H, W] → [N, C·b², H/b, W/b]`` (ONNX spec, SpaceToDepth-13): output channel
+    ``(i·b + j)·C + c`` is input channel ``c``, so each id repeats ``b²`` times, ``C`` apart
+    (an expand map, like Flatten's)."""
+
+    def trace(self, node, t) -> None:
+        xa = t.nchw_input(node)
+        if xa is None:
+            return
+        t.set_axis(node, node.outputs[0], 1, np.tile(xa.ids, int(node.attrs["blocksize"]) ** 2))
