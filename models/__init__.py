@@ -25,7 +25,7 @@ from models.senet import se_resnet
 from models.transformer import BERT_INPUT_SHAPE, VIT_INPUT_SHAPE, bert, vit
 from models.unet import unet
 from models.vgg import vgg16_bn
-from models.yolo import YOLO_INPUT_SHAPE, yolo_c2f
+from models.yolo import YOLO_INPUT_SHAPE, yolo_c2f, yolo_e2e
 
 
 @dataclass(frozen=True)
@@ -93,13 +93,28 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
+VARIANTS: dict[str, Architecture] = {
+    arch.name: arch
+    for arch in (
+        Architecture("yolo_e2e", yolo_e2e, YOLO_INPUT_SHAPE,
+                     "yolo_c2f with an NMS-free end-to-end head: DFL decoding, TopK of the best 32 "
+                     "anchors, GatherElements of their boxes (YOLOv10/YOLO26-style)"),
+    )
+}
+"""Registered models that share an architecture above and differ in one part a pruner must
+handle (here the head): exported and checked where that part matters, not in every test."""
+
+ALL: dict[str, Architecture] = {**ARCHITECTURES, **VARIANTS}
+
+
 def build(name: str, seed: int = 0) -> nn.Module:
-    """Build the registered architecture ``name`` with weights seeded by ``seed``, in eval mode."""
+    """Build the registered architecture or variant ``name`` with weights seeded by ``seed``, in
+    eval mode."""
     try:
-        arch = ARCHITECTURES[name]
+        arch = ALL[name]
     except KeyError:
-        raise KeyError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}") from None
+        raise KeyError(f"unknown architecture {name!r}; known: {', '.join(ALL)}") from None
     return arch.build(seed=seed)
 
 
-__all__ = ["ARCHITECTURES", "Architecture", "build"]
+__all__ = ["ALL", "ARCHITECTURES", "Architecture", "VARIANTS", "build"]

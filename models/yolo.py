@@ -170,3 +170,46 @@ def yolo_c2f(seed: int = 0) -> YoloC2f:
     and outputs reach ±15 on fresh inputs (near the fp32 noise floor of a 1e-4 comparison).
     """
     return seeded(YoloC2f, YOLO_INPUT_SHAPE, seed, calibration_batch=256)
+
+
+class EndToEnd(nn.Module):
+    """An NMS-free, end-to-end head on :class:`YoloC2f`, as YOLOv10/YOLO26 exports write it:
+    DFL box decoding against the anchor grid, sigmoid class scores, the best class per anchor
+    (``ReduceMax`` + ``ArgMax``), ``TopK`` over the anchors, and ``GatherElements`` of the
+    chosen boxes and labels.
+
+    Input ``(N, 3, H, W)`` at the size given (anchors are built for it); output
+    ``(N, detections, 6)``: ``x1, y1, x2, y2`` in pixels, score, class index (as a float).
+    """
+
+    def __init__(self, model: YoloC2f, input_hw: tuple[int, int], detections: int = 32,
+                 strides: Sequence[int] = (8, 16, 32), reg_max: int = 16) -> None:
+        super().__init__()
+        self.model, self.detections, self.reg_max = model, detections, reg_max
+        points, scale = [], []
+        for s in strides:
+            h, w = input_hw[0] // s, input_hw[1] // s
+            ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+            points.append(torch.stack((xs, ys)).reshape(2, -1))
+            scale.append(torch.full((1, h * w), float(s)))
+        self.register_buffer("anchors", torch.cat(points, 1))  # (2, A), in grid units
+        self.register_buffer("strides", torch.cat(scale, 1))  # (1, A)
+        self.register_buffer("bins", torch.arange(reg_max, dtype=torch.float32).view(1, 1, reg_max, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.model(x)
+        box, cls = y.split((4 * self.reg_max, y.shape[1] - 4 * self.reg_max), 1)
+        dist = (box.view(box.shape[0], 4, self.reg_max, -1).softmax(2) * self.bins).sum(2)  # (N, 4, A)
+        lt, rb = dist.chunk(2, 1)
+        boxes = (torch.cat((self.anchors - lt, self.anchors + rb), 1) * self.strides).transpose(1, 2)  # (N, A, 4)
+        scores, labels = cls.sigmoid().transpose(1, 2).max(-1)  # (N, A)
+        top, index = scores.topk(self.detections, dim=1)
+        boxes = boxes.gather(1, index.unsqueeze(-1).expand(-1, -1, 4))
+        labels = labels.gather(1, index).to(torch.float32)
+        return torch.cat((boxes, top.unsqueeze(-1), labels.unsqueeze(-1)), -1)
+
+
+def yolo_e2e(seed: int = 0) -> EndToEnd:
+    """:func:`yolo_c2f` with the end-to-end head of :class:`EndToEnd`: ``(1, 3, 64, 64)`` →
+    ``(1, 32, 6)``, the 32 best of 84 anchors."""
+    return EndToEnd(yolo_c2f(seed), YOLO_INPUT_SHAPE[2:]).eval()

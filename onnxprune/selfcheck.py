@@ -149,8 +149,13 @@ TOLERANCE = 1e-4
 @dataclass(frozen=True)
 class SelfCheck:
     """Result of :func:`self_check`: MACs per sample; ``output_scale`` is the largest absolute
-    output value. It passes when the max abs error is within ``1e-4 * max(1, output_scale)``
-    (fp32 round-off grows with the magnitude of the outputs) and planned MACs equal measured."""
+    value at the comparison points. It passes when onnxruntime ran every rewritten model
+    (``error`` is None), the max abs error is within ``1e-4 * max(1, output_scale)`` (fp32
+    round-off grows with the magnitude of the outputs) and planned MACs equal measured.
+
+    The comparison (:mod:`onnxprune.runtime.exactness`) is at the graph outputs, or, for
+    outputs chosen by a selection (``TopK``, ``NonMaxSuppression``, ``ArgMax``, ...), at the
+    tensors the selection reads: ``selections`` lists those ops' types."""
 
     groups_checked: int
     channels_removed: int
@@ -160,14 +165,16 @@ class SelfCheck:
     macs_measured: int
     macs_before: int
     blocks_checked: int = 0
+    error: str | None = None
+    selections: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
         tolerance = TOLERANCE * max(1.0, self.output_scale)
-        return self.max_abs_error <= tolerance and self.macs_planned == self.macs_measured
+        return self.error is None and self.max_abs_error <= tolerance and self.macs_planned == self.macs_measured
 
     def to_dict(self) -> dict:
-        return {**self.__dict__, "passed": self.passed}
+        return {**self.__dict__, "selections": list(self.selections), "passed": self.passed}
 
 
 def self_check(analysis: Analysis, fraction: float = 0.5, seed: int = 0) -> SelfCheck:
@@ -175,10 +182,16 @@ def self_check(analysis: Analysis, fraction: float = 0.5, seed: int = 0) -> Self
     oracle on every other removable residual block (its branch zeroed, then dropped).
 
     Removes ``fraction`` of every prunable group's channels after killing them, compares the
-    outputs on seeded random inputs in onnxruntime, and recounts the MACs on the rewritten graph.
+    outputs on seeded random inputs in onnxruntime (:func:`onnxprune.runtime.exactness.compare`),
+    and recounts the MACs on the rewritten graph. The channel rewrite is compared alone and
+    with the dead blocks dropped, so that dropping a block cannot hide a wrong rewrite inside it.
+    A rewritten model that onnxruntime cannot run fails the check, with onnxruntime's message
+    in ``error``.
     Errors: ``OnnxPruneError`` if the model has dynamic dims the analysis could not fix.
     """
     from .decide.depth import dropped_nodes
+    from .runtime.exactness import compare
+    from .runtime.session import ort_message
     from .transform.depth import drop_blocks
 
     plan = dead_channel_plan(analysis, fraction, seed)
@@ -192,15 +205,27 @@ def self_check(analysis: Analysis, fraction: float = 0.5, seed: int = 0) -> Self
             killed, dead_blocks = candidate, dead_blocks + [block.add]
     killed_analysis = analyze(killed, analysis.input_shapes)
     blocks = [b for b in killed_analysis.removable_blocks if b.add in dead_blocks]
-    pruned = drop_blocks(apply_removal(killed_analysis, removed), blocks)
+    pruned = apply_removal(killed_analysis, removed)
     feeds = random_feeds(analysis, seed)
-    reference, candidate = run(killed, feeds), run(pruned, feeds)
-    error = max((float(np.abs(a - b).max()) for a, b in zip(reference, candidate)), default=0.0)
-    scale = max((float(np.abs(a).max()) for a in reference if a.size), default=0.0)
+    error, scale, failure, selections = 0.0, 0.0, None, ()
+    for step in ("channels", "blocks") if blocks else ("channels",):
+        if step == "blocks":
+            pruned = drop_blocks(pruned, blocks)  # in place, after the channel rewrite was compared alone
+        try:
+            result = compare(killed, pruned, feeds)
+        except Exception as exc:
+            failure = f"onnxruntime cannot run the rewritten model: {ort_message(exc)}"
+            break
+        error, scale = max(error, result.max_abs_error), max(scale, result.output_scale)
+        selections = tuple(result.points.selections)
     cost = CostModel(killed_analysis)
     planned = cost.dropping(dropped_nodes(killed_analysis, blocks)).cost_without(removed)
+    try:
+        measured = CostModel(analyze(pruned, analysis.input_shapes)).cost().macs
+    except Exception as exc:  # a model the analysis cannot read back is a failed check, not a crash
+        failure, measured = failure or f"the rewritten model cannot be analyzed: {exc}", -1
     return SelfCheck(
         groups_checked=len(plan.groups), channels_removed=int(len(removed)), max_abs_error=error, output_scale=scale,
-        macs_planned=planned.macs, macs_measured=CostModel(analyze(pruned, analysis.input_shapes)).cost().macs,
-        macs_before=cost.cost().macs, blocks_checked=len(blocks),
+        macs_planned=planned.macs, macs_measured=measured, macs_before=cost.cost().macs, blocks_checked=len(blocks),
+        error=failure, selections=selections,
     )

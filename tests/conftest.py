@@ -17,10 +17,10 @@ def avx512_cpu(request, monkeypatch):
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
-    """``exported(name, fold)``: the path of architecture ``name`` from ``models/``, exported once
+    """``exported(name, fold)``: the path of architecture (or variant) ``name`` from ``models/``, exported once
     per session with a dynamic batch, BN folded (``fold``) or kept."""
     pytest.importorskip("torch")
-    from models import ARCHITECTURES, build
+    from models import ALL, build
     from models.export import export_onnx
 
     cache: dict = {}
@@ -28,7 +28,7 @@ def exported(tmp_path_factory):
     def get(name: str, fold: bool) -> str:
         if (name, fold) not in cache:
             path = tmp_path_factory.mktemp("models") / f"{name}-{fold}.onnx"
-            export_onnx(build(name), path, ARCHITECTURES[name].input_shape, fold_bn=fold, dynamic_batch=True)
+            export_onnx(build(name), path, ALL[name].input_shape, fold_bn=fold, dynamic_batch=True)
             cache[name, fold] = str(path)
         return cache[name, fold]
 

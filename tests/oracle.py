@@ -1,4 +1,5 @@
-"""Test oracles (see ../shared/GUIDE.md): re-exported from :mod:`onnxprune.selfcheck`."""
+"""Test oracles (see ../shared/GUIDE.md): re-exported from :mod:`onnxprune.selfcheck` and
+:mod:`onnxprune.runtime.exactness` (the one comparison ``--self-check`` and ``verify`` use)."""
 
-from onnxprune.selfcheck import dead_channel_plan, kill_channels, random_feeds, run  # noqa: F401
-from onnxprune.selfcheck import kill_block  # noqa: F401,E402
+from onnxprune.runtime.exactness import compare  # noqa: F401
+from onnxprune.selfcheck import dead_channel_plan, kill_block, kill_channels, random_feeds, run  # noqa: F401

@@ -35,7 +35,7 @@ from .common import Column, Output, handle_errors, input_shape_option, json_text
               help="Parallel worker processes for --sensitivity.")
 @click.option("--scheduler", metavar="ADDRESS",
               help="Run --sensitivity on a Dask cluster (tcp://host:8786, or 'local' for a local one of --jobs "
-                   "workers); needs onnxprune[dask] and the files at the same paths on every worker.")
+                   "workers); needs Dask (pip install distributed) and the files at the same paths on every worker.")
 @handle_errors
 def analyze(model, input_shape, json_path, fmt, quiet, verbose, plot_path, details, self_check, sensitivity, data_path,
             calib_samples, ratios, metric, criterion, recover, jobs, scheduler):
@@ -119,9 +119,13 @@ def _print(out: Output, model, report: dict, details: bool, plot_path) -> None:
     if check:
         verdict = "passed" if check["passed"] else "FAILED"
         blocks = f" and {check['blocks_checked']} dead residual blocks dropped" if check.get("blocks_checked") else ""
+        where = (f" (outputs selected by {', '.join(check['selections'])} compared at the tensors it reads)"
+                 if check.get("selections") else "")
+        result = (check["error"] if check.get("error") else
+                  f"max abs output error {check['max_abs_error']:.3g}{where}; MACs planned "
+                  f"{human(check['macs_planned'])}, measured {human(check['macs_measured'])}")
         out.line(f"self-check {verdict}: {check['channels_removed']} dead channels in {check['groups_checked']} groups "
-                 f"removed{blocks}; max abs output error {check['max_abs_error']:.3g}; MACs planned "
-                 f"{human(check['macs_planned'])}, measured {human(check['macs_measured'])}")
+                 f"removed{blocks}; {result}")
     if plot_path is not None:
         out.line(f"plot written to {plot_path}")
 
