@@ -574,40 +574,63 @@ def test_custom_op_rejected_by_onnxruntime_is_one_line(tmp_path):
 
 
 # ================================================================ 7. signals at chosen moments
+# The child sends the signal to itself at one moment ("window"), by wrapping the function that
+# runs then: no sleeps, no timing. Before the outputs are published: exit 130/143, nothing left.
+# Once they are published (during the renames, after them, while the process exits): exit 0,
+# every output whole, and a warning that the signal was ignored.
 CHILD = """
-import os, signal, sys
+import atexit, importlib, os, signal, sys
 from onnxprune import pipeline
 from onnxprune.graph import outputs
+prune_cli = importlib.import_module("onnxprune.cli.prune")
 sig = getattr(signal, sys.argv[1]); where = sys.argv[2]
+def kill():
+    os.kill(os.getpid(), sig)
 def kill_then(fn):
     def wrapper(*args, **kwargs):
-        os.kill(os.getpid(), sig)
+        kill()
         return fn(*args, **kwargs)
+    return wrapper
+def kill_after(fn):
+    def wrapper(*args, **kwargs):
+        result = fn(*args, **kwargs)
+        kill()
+        return result
     return wrapper
 def kill_mid_write(write):
     def wrapper(temp):
         with open(temp, "wb") as fh:
             fh.write(b"partial")
-        os.kill(os.getpid(), sig)
+        kill()
         return write(temp)
     return wrapper
-if where == "loading":
+if where == "probing":  # the output folder is probed: its probe file was just made
+    outputs.tempfile.mkstemp = kill_after(outputs.tempfile.mkstemp)
+elif where == "loading":
     pipeline.read_model = kill_then(pipeline.read_model)
 elif where == "analyzing":
     pipeline.analyze = kill_then(pipeline.analyze)
 elif where == "checking":
     pipeline.finalize = kill_then(pipeline.finalize)
-elif where == "staging":
+elif where == "staging":  # the temporary model file half written
     real = outputs.OutputSet.stage_file
     outputs.OutputSet.stage_file = lambda self, label, write: real(self, label, kill_mid_write(write))
+elif where == "staged":  # every temporary file whole, before the commit
+    outputs.OutputSet.commit = kill_then(outputs.OutputSet.commit)
 elif where == "external":
     outputs.write_external = kill_then(outputs.write_external)
 elif where == "commit":  # inside the commit, at its first rename
     os.replace = kill_then(os.replace)
-from onnxprune.cli import main
+elif where == "printing":  # published; the summary is being printed
+    prune_cli._print = kill_then(prune_cli._print)
+elif where == "exiting":  # published and printed; the interpreter shuts down
+    atexit.register(kill)
+from onnxprune.cli import run
 sys.argv = ["onnxprune", *sys.argv[3:]]
-main()
+run()
 """
+BEFORE = ["probing", "loading", "analyzing", "checking", "staging", "staged"]
+AFTER = ["commit", "printing", "exiting"]
 
 
 def _child(sig: str, where: str, *args) -> subprocess.CompletedProcess:
@@ -619,7 +642,7 @@ def _child(sig: str, where: str, *args) -> subprocess.CompletedProcess:
                           cwd=REPO, timeout=300, preexec_fn=default_signals)
 
 
-@pytest.mark.parametrize("where", ["loading", "analyzing", "checking", "staging", "commit"])
+@pytest.mark.parametrize("where", BEFORE + AFTER)
 @pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_signal_leaves_nothing_half_written(sig, code, where, work):
     out = work / "out"
@@ -627,17 +650,19 @@ def test_signal_leaves_nothing_half_written(sig, code, where, work):
     before = tree(work)
     done = _child(sig, where, "prune", work / "m.onnx", "-o", out / "p.onnx", "--ratio", "0.5",
                   "--plan", out / "plan.json", "--json", out / "s.json")
-    assert done.returncode == code, done.stderr
     assert "Traceback" not in done.stderr
-    word = "interrupted" if sig == "SIGINT" else "terminated"
-    assert done.stderr.strip().splitlines()[-1].startswith(word), done.stderr
-    if where == "commit":  # the signal waits until every output is in place: all whole
-        assert "was written" in done.stderr
+    if where in AFTER:  # published: the command has succeeded, and says that the signal was ignored
+        assert done.returncode == 0, done.stderr
+        if where != "exiting":  # after the last line was printed, nothing more is said
+            assert done.stderr.strip().splitlines()[-1].startswith(f"warning: {sig} arrived after the outputs were "
+                                                                    "written"), done.stderr
         assert sorted(p.name for p in out.iterdir()) == ["p.onnx", "plan.json", "s.json"]
         runs(out / "p.onnx")
         json.loads((out / "s.json").read_text())
     else:
-        assert "nothing was written" in done.stderr
+        assert done.returncode == code, done.stderr
+        word = "interrupted" if sig == "SIGINT" else "terminated"
+        assert done.stderr.strip().splitlines()[-1] == f"{word}; nothing was written", done.stderr
         assert tree(work) == before
 
 

@@ -41,4 +41,12 @@ def main() -> None:
 for command in (analyze, prune, verify, bench, finetune, export_triton):
     main.add_command(command)
 
-__all__ = ["main"]
+
+def run() -> None:
+    """The ``onnxprune`` script and ``python -m onnxprune.cli``: :func:`main` as the whole
+    process. Once a command has published its outputs, or finished, SIGINT and SIGTERM are
+    ignored until the process exits, so the exit status is the command's (README, *Guarantees*)."""
+    main(process=True)
+
+
+__all__ = ["main", "run"]

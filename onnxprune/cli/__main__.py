@@ -1,5 +1,5 @@
 """``python -m onnxprune.cli``: the command line."""
 
-from . import main
+from . import run
 
-main()
+run()

@@ -52,8 +52,8 @@ def fail(message: str, code: int) -> None:
 
 def handle_errors(fn):
     """Run a command: ``OnnxPruneError`` → ``error: ...`` and exit 2; SIGINT → 130 and SIGTERM →
-    143, saying whether anything was written; a closed stdout pipe → 141, silently; anything
-    else → ``internal error`` and exit 1."""
+    143 (nothing was written: once the outputs are published, interrupts are ignored); a closed
+    stdout pipe → 141, silently; anything else → ``internal error`` and exit 1."""
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
@@ -62,10 +62,8 @@ def handle_errors(fn):
         except OnnxPruneError as exc:
             fail(f"error: {exc.render(flag)}", 2)
         except KeyboardInterrupt as exc:
-            written = getattr(exc, "written", None)
-            what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-            fail(f"{what} after {written} was written" if written else f"{what}; nothing was written",
-                 143 if isinstance(exc, Terminated) else 130)
+            terminated = isinstance(exc, Terminated)
+            fail(f"{'terminated' if terminated else 'interrupted'}; nothing was written", 143 if terminated else 130)
         except BrokenPipeError:
             try:
                 sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit
@@ -85,19 +83,61 @@ def handle_errors(fn):
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2; older clicks print help
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated()
+class _Signals:
+    """SIGINT and SIGTERM while a command runs: an interrupt (``KeyboardInterrupt`` or
+    :class:`Terminated`) until its outputs are published or it has finished, ignored after
+    that (README, *Guarantees*: once the outputs are in place the command has succeeded)."""
+
+    finished = False
+
+    @classmethod
+    def handler(cls, signum, frame):
+        from ..graph.save import ignore_interrupt, interrupts_ignored
+
+        if cls.finished or interrupts_ignored():
+            ignore_interrupt(signum)
+            return
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+@contextmanager
+def command_signals(process: bool):
+    """Install :class:`_Signals` for the block (an ignored SIGINT, as in a background job, stays
+    ignored); yields the list of signals ignored after the outputs were published.
+
+    ``process``: the command is the whole process (the ``onnxprune`` script), which exits
+    after the block; the handlers then stay, ignoring every signal, so that an interrupt while
+    the interpreter shuts down cannot turn the command's exit status into a signal's. Otherwise
+    (in-process callers, tests) the previous handlers come back."""
+    from ..graph.save import command_running
+
+    if threading.current_thread() is not threading.main_thread():
+        with command_running() as ignored:
+            yield ignored
+        return
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, _Signals.handler)
+    _Signals.finished = False
+    try:
+        with command_running() as ignored:
+            yield ignored
+    finally:
+        if process:
+            _Signals.finished = True
+        else:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 class OnnxPruneGroup(click.Group):
     """The ``onnxprune`` group: click's usage errors become one ``error:`` line (exit 2), and
-    SIGTERM is handled like SIGINT while a command runs."""
+    SIGINT and SIGTERM are handled by :func:`command_signals` while a command runs. ``process``
+    (keyword, default False) says that the command is the whole process (see :func:`run`)."""
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        previous = None
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, _raise_terminated)
-        try:
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, process=False, **extra):
+        with command_signals(process) as ignored:
             try:
                 code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             except _NO_ARGS_IS_HELP as exc:
@@ -109,9 +149,10 @@ class OnnxPruneGroup(click.Group):
                 fail(f"error: {_usage_message(exc).rstrip('.')}{hint}", 2)
             except click.exceptions.Abort:
                 fail("interrupted; nothing was written", 130)
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            if ignored:
+                names = sorted({signal.Signals(s).name for s in ignored})
+                sys.stderr.write(f"warning: {' and '.join(names)} arrived after the outputs were written and was "
+                                 "ignored: they are complete\n")
         code = code if isinstance(code, int) else 0
         if standalone_mode:
             sys.exit(code)

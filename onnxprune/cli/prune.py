@@ -71,13 +71,16 @@ from .common import Column, Output, flag, handle_errors, input_shape_option, jso
               help="Leave alone the groups touching a matching node or tensor name (repeatable; must match something).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the random criterion.")
 @click.option("--allow-noop", is_flag=True, help="Write an unchanged copy when the plan removes nothing (an error otherwise).")
+@click.option("--strict", is_flag=True,
+              help="Make a goal that is not met an error (exit 2, nothing written): a --target-latency measured more "
+                   "than 10% away from the target. Without it such a miss is a warning.")
 @input_shape_option
 @output_options
 @handle_errors
 def prune(model, output, ratio, target_macs, plan_path, target_params, target_latency, schedule, sensitivity_path, data_path,
           calib_samples, granularity, recover, metric, evaluations, jobs, scheduler, drop_blocks, depth_ratio,
           block_criterion, mix_blocks, fuse, criterion, global_rank, max_ratio, round_to, provider, min_channels, exclude, seed,
-          allow_noop,
+          allow_noop, strict,
           input_shape, json_path, fmt, quiet, verbose):
     """Remove channels (and residual blocks) from MODEL and write the smaller model to OUTPUT.
 
@@ -116,7 +119,7 @@ def prune(model, output, ratio, target_macs, plan_path, target_params, target_la
                                data=data_path, calib_samples=calib_samples, metric=metric, evaluations=evaluations,
                                jobs=jobs, scheduler=scheduler, recover=recover, granularity=granularity,
                                drop_blocks=drop_names, drop_count=drop_count, depth_ratio=depth_ratio,
-                               block_criterion=block_criterion, fuse=fuse, mix_blocks=mix_blocks)
+                               block_criterion=block_criterion, fuse=fuse, mix_blocks=mix_blocks, strict=strict)
         shapes = parse_shapes(input_shape)
         with out.status("pruning") as stage:
             result = prune_into(outputs, model, options, shapes,
@@ -126,12 +129,8 @@ def prune(model, output, ratio, target_macs, plan_path, target_params, target_la
         if out.json_file:
             outputs.stage_bytes("json_path", json_text(summary).encode())
         outputs.commit()
-    try:
-        _print(out, model, output, result, writes["plan_out"])
-        out.emit_json(summary)
-    except KeyboardInterrupt as exc:
-        exc.written = getattr(exc, "written", None) or str(output)  # everything was published before
-        raise
+    _print(out, model, output, result, writes["plan_out"])
+    out.emit_json(summary)
 
 
 def _round_to(text: str) -> int | str:
@@ -192,5 +191,7 @@ def _print(out: Output, model, output, result, plan_out) -> None:
                  "convolutions (NCHWc) need multiples of 8 (AVX2) or 16 (AVX-512): try --round-to 16")
     for note in result.notes_text(flag):
         out.note(note)
+    for warning in result.to_dict(flag)["warnings"]:
+        out.warn(warning)
     if plan_out:
         out.line(f"plan written to {plan_out}")

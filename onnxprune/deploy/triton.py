@@ -57,7 +57,7 @@ import onnx
 from .. import __version__
 from ..errors import OnnxPruneError, render_options
 from ..graph.outputs import TEMP_PREFIX, TEMP_SUFFIX, OutputSet, write_error
-from ..graph.save import signals_deferred
+from ..graph.save import mark_published, signals_deferred
 
 PathLike = str | os.PathLike
 
@@ -329,7 +329,7 @@ def validate_config(text: str, config: TritonConfig) -> tuple[bool, str]:
         from google.protobuf import text_format
         from tritonclient.grpc import model_config_pb2
     except ImportError:
-        return False, "skipped: tritonclient is not installed (pip install 'onnxprune[triton]')"
+        return False, "skipped: tritonclient is not installed (pip install 'tritonclient[grpc,http]')"
     except TypeError as exc:  # another package (mlserver) registered its own inference.* protos here first
         return False, f"skipped: tritonclient's protobuf modules cannot be loaded here ({type(exc).__name__}: {exc})"
     try:
@@ -395,16 +395,20 @@ class ModelFolder:
                 base, self._target = self.repo.parent, self.repo
         except OSError as exc:
             raise write_error(exc, text) from None
-        with signals_deferred():
-            try:
-                self._temp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=base))
-            except OSError as exc:
-                raise write_error(exc, self.dest) from None
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self._temp, 0o777 & ~umask)  # mkdtemp leaves 0700; the server may run as another user
-        self.root = self._temp if self._target == self.dest else self._temp / name
-        self.root.mkdir(exist_ok=True)
+        try:
+            with signals_deferred():
+                try:
+                    self._temp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=base))
+                except OSError as exc:
+                    raise write_error(exc, self.dest) from None
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self._temp, 0o777 & ~umask)  # mkdtemp leaves 0700; the server may run as another user
+            self.root = self._temp if self._target == self.dest else self._temp / name
+            self.root.mkdir(exist_ok=True)
+        except BaseException:  # an interrupt here, before the caller's with-block: leave no folder behind
+            self.discard()
+            raise
 
     def _check_free(self) -> None:
         dest = self.dest
@@ -455,6 +459,7 @@ def publish(folder: ModelFolder, outputs: OutputSet | None = None) -> None:
         folder.publish()
         if outputs is not None:
             outputs.commit()
+        mark_published()
 
 
 # ---------------------------------------------------------------- the export
@@ -516,11 +521,13 @@ def _copy(source: Path, dest: Path) -> str:
 def export_into(folder: ModelFolder, model: PathLike, *, outputs: OutputSet | None = None,
                 max_batch_size: int | None = None, instances: int = 1, kind: str = "cpu",
                 dynamic_batching: bool = False, input_shapes: dict | None = None, plan: PathLike | None = None,
-                accuracy_from: PathLike | None = None, latency_from: PathLike | None = None) -> TritonExport:
+                accuracy_from: PathLike | None = None, latency_from: PathLike | None = None,
+                spell=None) -> TritonExport:
     """Write the model folder's files into ``folder`` (not yet published): read ``model``,
     derive and validate the configuration, copy the model and its external data, count MACs
-    and params, write the card. The external data files read are registered with
-    ``outputs``. See :func:`export_triton` for the parameters."""
+    and params, write the card (its notes name options as ``spell`` spells them: the CLI's
+    flags, or by default the Python parameters). The external data files read are registered
+    with ``outputs``. See :func:`export_triton` for the parameters."""
     from ..graph import read_model
     from .card import build_card, read_accuracy, read_latency, read_plan
 
@@ -551,7 +558,7 @@ def export_into(folder: ModelFolder, model: PathLike, *, outputs: OutputSet | No
     except OSError as exc:
         raise write_error(exc, folder.dest) from None
     card = build_card(proto, source, config, sha256=sha256, nbytes=source.stat().st_size, external_data=external,
-                      input_shapes=input_shapes, validated=validated, **sections)
+                      input_shapes=input_shapes, validated=validated, spell=spell, **sections)
     try:
         (folder.root / CARD_FILE).write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
     except OSError as exc:

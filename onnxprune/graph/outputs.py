@@ -13,7 +13,8 @@ writes files) uses:
   a file system without free inodes is refused before anything is computed.
 * **Atomic, all or nothing.** Outputs are staged as temporary files (``.onnxprune-*.tmp``) beside
   their destinations. :meth:`OutputSet.commit` moves all of them into place with ``os.replace``
-  once every one is staged; SIGINT and SIGTERM wait until the moves are done. Leaving the
+  once every one is staged; SIGINT and SIGTERM wait until the moves are done (and in the
+  command line no longer abort a command whose outputs are published). Leaving the
   ``with`` block without a commit (an error, a full disk, an interrupt) removes every temporary
   file and publishes nothing.
 
@@ -35,7 +36,7 @@ from pathlib import Path
 import onnx
 
 from ..errors import OnnxPruneError
-from .save import external_data_name, same_file, signals_deferred, write_external
+from .save import external_data_name, mark_published, same_file, signals_deferred, write_external
 
 PathLike = str | os.PathLike
 TEMP_PREFIX, TEMP_SUFFIX = ".onnxprune-", ".tmp"
@@ -104,7 +105,11 @@ class OutputSet:
             self.paths[label] = self._checked_destination(label, path)
         self._check_distinct()
         self.add_reads(reads or {})
-        self._probe_folders()
+        try:
+            self._probe_folders()
+        except BaseException:  # an interrupt or a refusal during the probe: no probe file stays
+            self.discard()
+            raise
 
     # ---------------------------------------------------------------- checks
     def _claims(self) -> list[tuple[str, Path, bool]]:
@@ -172,8 +177,8 @@ class OutputSet:
             if folder in seen:
                 continue
             seen.add(folder)
-            temp = self._temp(dest)
-            with signals_deferred():
+            with signals_deferred():  # created and removed with interrupts held back
+                temp = self._temp(dest)
                 temp.unlink()
                 self._temps.remove(temp)
 
@@ -266,7 +271,8 @@ class OutputSet:
             except OSError as exc:
                 so_far = f" ({', '.join(map(str, done))} already written)" if done else ""
                 raise OnnxPruneError(f"{write_error(exc, dest)}{so_far}") from None
-        self.committed = True
+            self.committed = True
+            mark_published()
         return written
 
     def discard(self) -> None:

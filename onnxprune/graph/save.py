@@ -30,17 +30,62 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return os.path.abspath(pa) == os.path.abspath(pb)
 
 
+class _Publication:
+    """Process-wide: whether a command line is running whose outputs are published.
+
+    The CLI sets ``finish`` while a command runs (:func:`command_running`). Once an output set
+    is published (:func:`mark_published`), the command has succeeded: an interrupt arriving
+    after that no longer aborts it (see README, *Guarantees*). The Python API leaves ``finish``
+    off: a deferred interrupt is raised once the outputs are in place."""
+
+    finish = False
+    published = False
+    ignored: list[int] = []
+    deferring = False  # inside a signals_deferred block
+
+
+@contextlib.contextmanager
+def command_running():
+    """Mark a command line as running for the block (see :class:`_Publication`); yields the
+    list of signals ignored because they arrived after the outputs were published."""
+    state = (_Publication.finish, _Publication.published, _Publication.ignored)
+    _Publication.finish, _Publication.published, _Publication.ignored = True, False, []
+    try:
+        yield _Publication.ignored
+    finally:
+        _Publication.finish, _Publication.published, _Publication.ignored = state
+
+
+def mark_published() -> None:
+    """Every output of the running command is whole and in place."""
+    _Publication.published = True
+
+
+def interrupts_ignored() -> bool:
+    """Whether an interrupt that arrives now is to be ignored: a command line runs and its
+    outputs are published."""
+    return _Publication.finish and _Publication.published
+
+
+def ignore_interrupt(signum: int) -> None:
+    """Record ``signum`` as ignored (see :func:`interrupts_ignored`)."""
+    _Publication.ignored.append(signum)
+
+
 @contextlib.contextmanager
 def signals_deferred(written: str | None = None):
     """Hold SIGINT and SIGTERM back while the block runs (temporary-file creation, renames,
     clean-up), then raise the interrupt that came: ``KeyboardInterrupt`` for SIGINT,
     :class:`~onnxprune.errors.Terminated` for SIGTERM, with ``written`` set on the exception
-    when the block committed outputs (they are whole and in place).
+    when the block committed outputs (they are whole and in place). When the block published
+    the outputs of a running command line (:func:`interrupts_ignored`), the interrupt is
+    recorded instead and nothing is raised.
 
     SIGTERM is deferred only when a Python handler is installed for it (the CLI installs one);
-    an ignored SIGINT stays ignored. Outside the main thread signals cannot arrive here: a no-op.
+    an ignored SIGINT stays ignored. Outside the main thread signals cannot arrive here, and
+    inside another deferred block the outer one holds them: both are no-ops.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or _Publication.deferring:
         yield
         return
     received: list[int] = []
@@ -50,12 +95,17 @@ def signals_deferred(written: str | None = None):
         if handler is signal.SIG_IGN or (sig == signal.SIGTERM and not callable(handler)):
             continue
         previous[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
+    _Publication.deferring = True
     try:
         yield
     finally:
+        _Publication.deferring = False
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if received:
+    if received and interrupts_ignored():
+        for signum in received:
+            ignore_interrupt(signum)
+    elif received:
         exc = Terminated() if signal.SIGTERM in received else KeyboardInterrupt()
         exc.written = written
         raise exc
