@@ -173,6 +173,14 @@ class Tracer:
             return None
         return self.axes.get(tensor.name)
 
+    def shape_entries(self, tensor) -> list | None:
+        """A computed shape tensor read as its entries: ints, or ``("dim", tensor, axis)`` for a
+        dim read at run time (:func:`onnxprune.analysis.shape_expr.shape_entries`); None when
+        it is computed otherwise."""
+        from .shape_expr import shape_entries
+
+        return shape_entries(tensor, self.const, lambda x: None if self.shape(x) is None else len(self.shape(x)))
+
     @staticmethod
     def input(node: gs.Node, i: int):
         """Input ``i`` of ``node``, or None where absent or empty."""

@@ -93,6 +93,7 @@ def fuse(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FuseReport]:
         fused.metadata_props.extend(onnx.StringStringEntryProto(key=k, value=v) for k, v in metadata)
     _restore_names(model, fused)
     _restore_initializers(model, fused)
+    _restore_opsets(model, fused)
     after = Counter(n.op_type for n in fused.graph.node)
     removed = {op: before[op] - after.get(op, 0) for op in before if before[op] > after.get(op, 0)}
     return fused, FuseReport(len(model.graph.node), len(fused.graph.node), removed)
@@ -148,6 +149,15 @@ def _restore_names(before: onnx.ModelProto, after: onnx.ModelProto) -> None:
         while node.name in used:
             node.name, k = f"{base}_{k}", k + 1
         used.add(node.name)
+
+
+def _restore_opsets(before: onnx.ModelProto, after: onnx.ModelProto) -> None:
+    """Declare every opset the input declares, in its order and at its version (the library drops
+    the ones no node uses, e.g. tf2onnx's ``ai.onnx.ml``); a domain the rules added comes last."""
+    known = {o.domain for o in before.opset_import}
+    added = [o for o in after.opset_import if o.domain not in known]
+    del after.opset_import[:]
+    after.opset_import.extend(list(before.opset_import) + added)
 
 
 def _restore_initializers(before: onnx.ModelProto, after: onnx.ModelProto) -> None:

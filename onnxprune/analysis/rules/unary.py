@@ -149,8 +149,10 @@ class PadRule(Rule):
 class ResizeRule(Rule):
     """Spatial resizing is a pass-through; the channel entry of ``scales`` must be 1.
 
-    A constant ``sizes`` input is rewritten with the kept channel count; computed scales or
-    sizes freeze the channels.
+    A constant ``sizes`` input is rewritten with the kept channel count. A computed ``sizes``
+    passes channels through when its channel entry is read from the input itself at run time,
+    as exporters write it (``Concat(Shape(x)[0:2], [H', W'])``): it then follows the pruned
+    count. Other computed scales or sizes freeze the channels.
     """
 
     def trace(self, node, t) -> None:
@@ -159,10 +161,12 @@ class ResizeRule(Rule):
             return
         scales_index = 1 if node.op == "Upsample" or t.opset < 11 else 2
         scales, sizes = t.input(node, scales_index), t.input(node, 3)
-        for tensor in (scales, sizes):
-            if tensor is not None and t.const(tensor) is None:
-                t.block(node, f"{node.op} with computed scales or sizes")
-                return
+        if scales is not None and t.const(scales) is None:
+            t.block(node, f"{node.op} with computed scales")
+            return
+        if sizes is not None and t.const(sizes) is None and not self._reads_own_channels(node, t, sizes, xa):
+            t.block(node, f"{node.op} with computed sizes whose channel entry is not the input's own channel count")
+            return
         if node.attrs.get("axes") is not None:
             t.block(node, f"{node.op} with an axes attribute")
             return
@@ -171,10 +175,21 @@ class ResizeRule(Rule):
             return
         t.passthrough(node)
 
+    @staticmethod
+    def _reads_own_channels(node, t, sizes, xa) -> bool:
+        entries = t.shape_entries(sizes)
+        if entries is None or len(entries) <= xa.axis:
+            return False
+        entry = entries[xa.axis]
+        if not (isinstance(entry, tuple) and entry[2] == xa.axis):
+            return False
+        source = t.axes.get(entry[1])  # the input itself, or a tensor with the same channels there
+        return source is not None and source.axis == xa.axis and np.array_equal(source.ids, xa.ids)
+
     def rewrite(self, node, rw) -> None:
         sizes = node.inputs[3] if len(node.inputs) > 3 and node.inputs[3].name else None
         x = node.inputs[0]
-        if sizes is None or rw.axis_of(x) is None or rw.kept(x) == rw.channels(x):
+        if sizes is None or not hasattr(sizes, "values") or rw.axis_of(x) is None or rw.kept(x) == rw.channels(x):
             return
         values = np.array(sizes.values, copy=True)
         values[rw.axis_of(x).axis] = rw.kept(x)
