@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import gc
+import json
 import math
 import os
 import time
@@ -23,7 +24,7 @@ import numpy as np
 import onnx
 
 from . import __version__
-from .analysis.cost import Cost, CostModel
+from .analysis.cost import Cost, CostModel, float_params
 from .decide.importance import CRITERIA, all_importance, criterion_used
 from .decide.plan import (
     PruningPlan,
@@ -67,7 +68,9 @@ class PruneOptions:
     themselves. ``fuse`` (default) folds BN and per-channel scales after pruning
     (:mod:`onnxprune.transform.fuse`). ``round_to`` (``"auto"`` or an int) and ``provider``
     set the channel multiple (:mod:`onnxprune.decide.rounding`). A plan that removes nothing
-    is refused unless ``allow_noop``.
+    is refused unless ``allow_noop``. ``strict`` turns every warning of the result (a
+    ``target_latency`` missed by more than :data:`LATENCY_TOLERANCE`) into an error: nothing is
+    written.
     """
 
     criterion: str = "l1"
@@ -101,6 +104,7 @@ class PruneOptions:
     block_criterion: str = "norm"
     fuse: bool = True
     mix_blocks: bool = False
+    strict: bool = False
 
     @property
     def budget(self) -> Budget | None:
@@ -133,7 +137,7 @@ class PruneOptions:
         if sum(depth) > 1:
             raise OnnxPruneError("give one depth amount: {drop_blocks} (a count or names) or {depth_ratio}")
         if any(depth) and self.plan is not None:
-            raise OnnxPruneError("a plan file carries its own drop_blocks: do not combine {plan} with {drop_blocks} "
+            raise OnnxPruneError("a plan file lists its own residual blocks to drop: do not combine {plan} with {drop_blocks} "
                                  "or {depth_ratio}")
         if self.drop_count is not None and (isinstance(self.drop_count, bool) or not isinstance(self.drop_count, int)
                                             or self.drop_count < 0):
@@ -228,6 +232,7 @@ class PruneResult:
     fusion: object | None = None  # a FuseReport (onnxprune.transform.fuse) when fused
     round_to: str = "1"  # the channel rounding applied, as the summary shows it ("auto (16: ...)")
     latency: LatencyCheck | None = None  # with target_latency: predicted against measured
+    warnings: list[str] = field(default_factory=list)  # a goal not met; options written as {name}
 
     def notes_text(self, spell=None) -> list[str]:
         """:attr:`notes` with their options spelled by ``spell`` (default: Python parameter names;
@@ -250,6 +255,7 @@ class PruneResult:
             "notes": self.notes_text(spell), "seconds": round(self.seconds, 3),
             "round_to": self.plan.meta.get("round_to", 1),
             "latency": self.latency.to_dict() if self.latency else None,
+            "warnings": [render_options(w, spell) for w in self.warnings],
         }
 
 
@@ -287,6 +293,7 @@ def make_plan(analysis: Analysis, options: PruneOptions, cost_model: CostModel |
             plan = options.plan
             plan.validate(analysis)
             plan.criterion = criterion
+            as_planned = all(gp.keep is not None for gp in plan.groups.values())
             plan = resolve(plan, analysis, scores, min_channels=options.min_channels, round_to=rounding)
         elif options.ratio is not None:
             plan = (global_plan(analysis, scores, options.ratio, max_ratio=options.max_ratio, **kw)
@@ -307,8 +314,20 @@ def make_plan(analysis: Analysis, options: PruneOptions, cost_model: CostModel |
     chosen = {b.add for b in blocks} | set(plan.drop_blocks)
     plan.drop_blocks = [b.add for b in analysis.blocks if b.add in chosen]  # in graph order
     notes += fill_empty_tensors(plan, analysis, scores)
-    plan.meta["round_to"] = rounding.to_json()
+    plan.meta["round_to"] = PLANNED if options.plan is not None and as_planned else rounding.to_json()
     return plan, notes
+
+
+PLANNED = "plan"
+"""``round_to`` of a plan applied as saved: its channel counts, rounded by nothing."""
+
+
+def rounding_applied(plan: PruningPlan, options: PruneOptions) -> str:
+    """The channel rounding a prune applied, as the summary shows it: ``auto (16: AVX-512 NCHWc
+    block)``, ``8``, or, for a plan applied with its own keep lists, what it says."""
+    if plan.meta.get("round_to") == PLANNED:
+        return "none (the plan's channel counts)"
+    return str(options.rounding())
 
 
 def _choose_blocks(analysis: Analysis, options: PruneOptions, measured: "Measurements", notes: list[str]) -> list:
@@ -539,24 +558,29 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
     pruned = sum(1 for g in plan.groups.values() if g.removed)
     blocked = sum(1 for g in analysis.groups if not g.prunable)
     criterion = describe_criterion(analysis, plan) if len(removed) else (plan.criterion or options.criterion)
-    latency = None
+    latency, warnings = None, []
     if table is not None:
         step("timing the pruned model against the original")
         latency = measured_latency(analysis, model, options, before, after)
         notes.append(latency.note())
+        if not latency.met:
+            warnings.append(latency.warning())
         if table.untimed:
             notes.append(f"{len(table.untimed)} layers could not be timed alone and are not in the prediction: "
                          f"{', '.join(sorted(table.untimed)[:3])}{' ...' if len(table.untimed) > 3 else ''}")
-    _record_metadata(model, plan, options, before, after, criterion)
+    if warnings and options.strict:
+        raise OnnxPruneError(f"{warnings[0]}; {{strict}} makes this an error: nothing was written")
+    schedule = plan.meta.get("schedule", "plan" if options.plan is not None else
+                             "global" if options.global_rank else options.schedule)
+    _record_metadata(model, plan, options, before, after, criterion, schedule, recovery)
     plan.meta.update({"onnxprune": __version__, "input_shapes": {k: list(v) for k, v in analysis.input_shapes.items()}})
     return PruneResult(model, plan, before, after, pruned, blocked, len(analysis.groups) - pruned - blocked,
                        notes, time.perf_counter() - start, criterion=criterion,
                        input_shapes=_input_shapes(analysis), noop=not len(removed) and not blocks,
                        blocks_dropped=[b.id for b in blocks], blocks_removable=len(analysis.removable_blocks),
-                       fusion=fusion,
-                       schedule=plan.meta.get("schedule", "plan" if options.plan is not None else
-                                              "global" if options.global_rank else options.schedule),
-                       recovery=recovery, round_to=str(options.rounding()), latency=latency)
+                       fusion=fusion, schedule=schedule,
+                       recovery=recovery, round_to=rounding_applied(plan, options), latency=latency,
+                       warnings=warnings)
 
 
 LATENCY_REPLANS = 2
@@ -632,14 +656,28 @@ class LatencyCheck:
     pruned_ms: float
     runs: int
 
+    @property
+    def met(self) -> bool:
+        """Whether the measured fraction is within :data:`LATENCY_TOLERANCE` of the target."""
+        return abs(self.measured - self.target) <= LATENCY_TOLERANCE * self.target
+
     def note(self) -> str:
         return (f"latency: predicted {self.predicted:.3f} of the original, measured {self.measured:.3f} "
                 f"({self.pruned_ms:.2f} ms against {self.original_ms:.2f} ms, median of {self.runs} interleaved runs); "
-                f"target {self.target}")
+                f"{{target_latency}} {self.target}")
+
+    def warning(self) -> str:
+        return (f"{{target_latency}} {self.target} not met: the pruned model measured {self.measured:.3f} of the "
+                f"original's latency, more than {LATENCY_TOLERANCE:.0%} away")
 
     def to_dict(self) -> dict:
         return {"target": self.target, "predicted": round(self.predicted, 4), "measured": round(self.measured, 4),
-                "original_ms": round(self.original_ms, 4), "pruned_ms": round(self.pruned_ms, 4), "runs": self.runs}
+                "original_ms": round(self.original_ms, 4), "pruned_ms": round(self.pruned_ms, 4), "runs": self.runs,
+                "met": self.met}
+
+
+LATENCY_TOLERANCE = 0.10
+"""``target_latency`` is met when the measured fraction is within 10% of it (0.5: 0.45-0.55)."""
 
 
 LATENCY_RUNS = 30
@@ -652,15 +690,6 @@ def measured_latency(analysis: Analysis, model: onnx.ModelProto, options: PruneO
     original_ms, pruned_ms = _latency_ms(analysis, model, options)
     return LatencyCheck(options.target_latency, after.latency / before.latency if before.latency else 1.0,
                         pruned_ms / original_ms, original_ms, pruned_ms, LATENCY_RUNS)
-
-
-def float_params(model: onnx.ModelProto) -> int:
-    """Elements of the floating-point initializers some node reads (what
-    :mod:`onnxprune.analysis.cost` counts as params)."""
-    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
-    read = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
-    return int(sum(np.prod(t.dims, dtype=np.int64) for t in model.graph.initializer
-                   if t.data_type in floats and t.name in read))
 
 
 def _recovery_helps(original: onnx.ModelProto, unrecovered: onnx.ModelProto, recovered: onnx.ModelProto, data,
@@ -740,7 +769,11 @@ def _why_nothing_is_removed(analysis: Analysis, options: PruneOptions) -> str:
     return "the ratio removes less than one channel from every group"
 
 
-def _record_metadata(model, plan, options, before: Cost, after: Cost, criterion: str) -> None:
+def _record_metadata(model, plan, options, before: Cost, after: Cost, criterion: str, schedule: str,
+                     recovery: RecoveryReport | None) -> None:
+    """What ``onnxprune prune`` stores in ``metadata_props`` (``onnxprune.*``; read back by the
+    model card, :mod:`onnxprune.deploy.card`). ``onnxprune.calibration`` is JSON: the data
+    file's name, SHA-256 and the samples used."""
     amount = (f"ratio={options.ratio}" if options.ratio is not None else
               f"target_macs={options.target_macs}" if options.target_macs is not None else
               f"target_params={options.target_params}" if options.target_params is not None else
@@ -751,12 +784,19 @@ def _record_metadata(model, plan, options, before: Cost, after: Cost, criterion:
         "onnxprune.criterion": criterion,
         "onnxprune.amount": amount + (" global" if options.global_rank else ""),
         "onnxprune.blocks_dropped": ",".join(plan.drop_blocks),
-        "onnxprune.round_to": str(options.rounding()),
+        "onnxprune.round_to": rounding_applied(plan, options),
         "onnxprune.macs_before": str(before.macs),
         "onnxprune.macs_after": str(after.macs),
         "onnxprune.params_before": str(before.params),
         "onnxprune.params_after": str(after.params),
+        "onnxprune.schedule": schedule,
+        "onnxprune.recovery": recovery.method if recovery is not None and recovery.kept else "none",
     }
+    if options.data:
+        from .runtime.evaluate import calibration_record
+
+        used = recovery.samples if recovery is not None else None
+        entries["onnxprune.calibration"] = json.dumps(calibration_record(options.data, options.calib_samples, used))
     keep = [p for p in model.metadata_props if p.key not in entries]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)

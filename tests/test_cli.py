@@ -257,12 +257,18 @@ def test_prune_plan_matches_written_model(pruned, original):
 
 
 def test_replayed_plan_gives_same_graph(pruned, tmp_path):
-    ok(cli("prune", MODEL, "-o", tmp_path / "again.onnx", "--plan", pruned.plan_path))
+    """The same graph; the summary and the metadata say what the replay applied: the plan's own
+    channel counts, not the rounding a new plan would use."""
+    result = ok(cli("prune", MODEL, "-o", tmp_path / "again.onnx", "--plan", pruned.plan_path))
     a, b = onnx.load(str(pruned.out)), onnx.load(str(tmp_path / "again.onnx"))
     assert a.graph.SerializeToString() == b.graph.SerializeToString()
     meta_a, meta_b = metadata(a), metadata(b)
     assert meta_b.pop("onnxprune.amount") == "plan" and meta_a.pop("onnxprune.amount") == "ratio=0.5"
+    assert meta_b.pop("onnxprune.schedule") == "plan" and meta_a.pop("onnxprune.schedule") == "uniform"
+    assert meta_b.pop("onnxprune.round_to") == "none (the plan's channel counts)"
+    assert meta_a.pop("onnxprune.round_to").startswith("auto (16")
     assert meta_a == meta_b
+    assert "round-to none (the plan's channel counts)" in result.stdout and "auto (16" not in result.stdout
 
 
 def test_replayed_plan_records_how_it_was_made(pruned, tmp_path):

@@ -7,6 +7,7 @@ layer's shapes (its MACs); the real timing path runs too, but no test asserts on
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -152,11 +153,40 @@ def test_cli_reports_predicted_and_measured(model_path, tmp_path, fake_timing, f
                     "--json", "-"))
     summary = json.loads(result.stdout)
     data = summary["latency"]
-    assert set(data) == {"target", "predicted", "measured", "original_ms", "pruned_ms", "runs"}
+    assert set(data) == {"target", "predicted", "measured", "original_ms", "pruned_ms", "runs", "met"}
     assert data["target"] == 0.75 and data["original_ms"] == 1.0
     assert data["measured"] == pytest.approx(data["pruned_ms"], abs=1e-4)
     assert "latency: predicted" in result.stderr
     assert any(note.startswith("latency plans") for note in summary["notes"])
+
+
+@pytest.fixture
+def slow_whole_model(monkeypatch):
+    """A pruned model that always measures 0.9 of the original, whatever the plan: a target
+    of 0.5 cannot be met."""
+    from onnxprune import pipeline
+
+    monkeypatch.setattr(pipeline, "_latency_ms", lambda analysis, model, options: (1.0, 0.9))
+
+
+def test_a_missed_latency_target_is_a_warning_or_with_strict_an_error(model_path, tmp_path, fake_timing,
+                                                                      slow_whole_model):
+    """Missed by more than 10%: exit 0 with a warning in the summary and the JSON; ``--strict``
+    makes it exit 2 with nothing written. No note shows a re-planned target as if it were the
+    option the user gave."""
+    result = ok(cli("prune", model_path, "-o", tmp_path / "p.onnx", "--target-latency", "0.5", "--round-to", "1",
+                    "--json", "-"))
+    summary = json.loads(result.stdout)
+    assert summary["latency"]["met"] is False and summary["latency"]["measured"] == pytest.approx(0.9)
+    (warning,) = summary["warnings"]
+    assert warning.startswith("--target-latency 0.5 not met: the pruned model measured 0.900")
+    assert f"warning: {warning}" in result.stderr
+    shown = [float(w) for note in summary["notes"] for w in re.findall(r"--target-latency ([0-9.]+)", note)]
+    assert shown and set(shown) == {0.5}
+    (tmp_path / "p.onnx").unlink()
+    assert_bad_input(cli("prune", model_path, "-o", tmp_path / "q.onnx", "--target-latency", "0.5", "--round-to", "1",
+                         "--strict"), "--target-latency 0.5 not met", "--strict makes this an error")
+    assert not (tmp_path / "q.onnx").exists()
 
 
 @pytest.mark.parametrize("extra, needle", [

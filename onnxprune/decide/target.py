@@ -55,7 +55,10 @@ class TargetSearch:
     def note(self, target: float) -> str:
         steps = f", then {self.steps} single-group step{'s' * (self.steps != 1)}" if self.steps else ""
         what = _WHAT[self.budget]
-        return f"{{target_{self.budget}}} {target:.4g}: keeps {self.kept:.4f} of {what} ({self.label} {self.ratio:.4g}{steps})"
+        # A latency plan may aim at a corrected prediction (see pipeline._latency_plan): never
+        # shown as the option, which says what the user asked for.
+        aim = f"planned for a predicted {target:.4g}" if self.budget == "latency" else f"{{target_{self.budget}}} {target:.4g}"
+        return f"{aim}: keeps {self.kept:.4f} of {what} ({self.label} {self.ratio:.4g}{steps})"
 
 
 StepCost = Callable[[str, int, int], float]
