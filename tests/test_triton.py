@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from clirun import assert_bad_input, cli, ok
+from clirun import assert_bad_input, cli, ok, sha256
 from graphs import CASES, Builder, conv_bn_relu_conv
 from onnx import TensorProto, helper
 
@@ -34,6 +34,7 @@ from onnxprune.errors import OnnxPruneError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DIGITS = REPO_ROOT / "models" / "digits" / "resnet8_digits.onnx"
 DATA = REPO_ROOT / "models" / "digits" / "digits_test.npz"
+CALIB = REPO_ROOT / "models" / "digits" / "digits_calib.npz"
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 text_format = pytest.importorskip("google.protobuf.text_format")
@@ -82,13 +83,14 @@ def tree(folder: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def pruned(tmp_path_factory) -> dict:
-    """The digits ResNet-8 pruned by half through the API, with its plan, verify and bench reports."""
+    """The digits ResNet-8 pruned by half through the API and reconstructed on its calibration
+    split, with its plan, verify and bench reports."""
     from onnxprune import api
 
     folder = tmp_path_factory.mktemp("pruned")
     paths = {"model": folder / "pruned.onnx", "plan": folder / "plan.json", "verify": folder / "verify.json",
              "bench": folder / "bench.json"}
-    result = api.prune(DIGITS, paths["model"], ratio=0.5, plan_out=paths["plan"])
+    result = api.prune(DIGITS, paths["model"], ratio=0.5, plan_out=paths["plan"], recover="reconstruct", data=CALIB)
     ok(cli("verify", DIGITS, paths["model"], "--data", DATA, "--json", paths["verify"], "-q"))
     ok(cli("bench", DIGITS, paths["model"], "--runs", 2, "--warmup", 0, "--json", paths["bench"], "-q"))
     return {**paths, "result": result}
@@ -181,9 +183,19 @@ def test_dynamic_spatial_dims_without_input_shape_leave_the_cost_null(tmp_path):
     g = Builder(17)
     model = save(g.output(g.conv(g.input(["N", 3, "H", "W"]), 4)).model(), tmp_path / "m.onnx")
     export = export_triton(model, tmp_path / "repo")
-    assert export.card["cost"]["macs"] is None and export.card["cost"]["params"] is None
-    assert "not counted" in export.card["cost"]["note"]
-    assert any(note.startswith("cost not counted") for note in export.notes_text())
+    assert export.card["cost"]["macs"] is None
+    assert export.card["cost"]["params"] == 4 * 3 * 3 * 3 + 4  # params need no shapes
+    assert export.card["cost"]["note"].startswith("MACs not counted: model input 'x'")
+    assert "pass input_shapes x:1x3x<d2>x<d3>" in export.card["cost"]["note"]  # the API's spelling here
+
+
+def test_card_notes_spell_the_cli_options(tmp_path):
+    g = Builder(17)
+    model = save(g.output(g.conv(g.input(["N", 3, "H", "W"]), 4)).model(), tmp_path / "m.onnx")
+    result = ok(cli("export-triton", model, "--repo", tmp_path / "repo"))
+    card = json.loads((tmp_path / "repo" / "m" / "model_card.json").read_text())
+    assert "pass --input-shape x:1x3x<d2>x<d3>" in card["cost"]["note"]
+    assert "input_shapes" not in result.stdout + result.stderr
 
 
 def test_batch_only_and_scalar_tensors_use_reshape(tmp_path):
@@ -279,13 +291,20 @@ def test_card_of_a_pruned_model(pruned, tmp_path):
     assert p["macs_kept"] == pytest.approx(after.macs / before.macs, abs=1e-6)
     # counted again now, at batch 1: the same as what prune recorded
     assert (card["cost"]["macs"], card["cost"]["params"]) == (after.macs, after.params)
-    assert card["plan"]["format"] == "onnxprune.plan/1" and card["plan"]["source"] == str(pruned["plan"])
+    assert card["plan"]["format"] == "onnxprune.plan/1"
+    assert card["plan"]["source"] == {"file": "plan.json", "sha256": sha256(pruned["plan"])}
+    assert (p["schedule"], p["recovery"]) == ("uniform", "reconstruct")
+    assert p["calibration"] == {"file": CALIB.name, "sha256": sha256(CALIB), "samples": 500}
+    assert card["accuracy"]["original"] == {"file": DIGITS.name, "sha256": sha256(DIGITS)}
+    assert card["accuracy"]["data"] == {"npz": {"file": DATA.name, "sha256": sha256(DATA)}}
+    text = json.dumps(card)
+    assert str(tmp_path) not in text and str(DIGITS.parent) not in text and str(pruned["plan"].parent) not in text
     verify = json.loads(pruned["verify"].read_text())
     assert card["accuracy"]["outputs"][0]["accuracy_pruned"] == verify["outputs"][0]["accuracy_pruned"]
     assert card["accuracy"]["samples"] == 540
     bench = json.loads(pruned["bench"].read_text())
     assert card["latency"]["median_ms"] == bench["models"][1]["median_ms"] > 0
-    assert card["latency"]["baseline"]["model"] == str(DIGITS)
+    assert card["latency"]["baseline"]["model"] == {"file": DIGITS.name, "sha256": sha256(DIGITS)}
     assert card["latency"]["speedup_vs_baseline"] == bench["models"][1]["speedup_vs_first"]
     assert card["metadata"]["source"].startswith("tools/train_digits.py")  # the model's own metadata, kept
     assert card["model"]["sha256"] and card["model"]["bytes"] == pruned["model"].stat().st_size

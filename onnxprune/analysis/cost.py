@@ -26,6 +26,18 @@ LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 """The ops whose MACs are counted (and whose latency a latency table predicts)."""
 
 
+def float_params(model) -> int:
+    """Elements of the floating-point initializers some node reads (``model`` an
+    ``onnx.ModelProto``): the params :class:`CostModel` counts, without an analysis (no shapes
+    needed)."""
+    import onnx
+
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+    read = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+    return int(sum(np.prod(t.dims, dtype=np.int64) for t in model.graph.initializer
+                   if t.data_type in floats and t.name in read))
+
+
 @dataclass(frozen=True)
 class Cost:
     """Totals: ``macs`` (multiply-accumulates, one sample at the analysis shape), ``params``,

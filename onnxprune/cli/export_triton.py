@@ -48,7 +48,7 @@ def export_triton(model, repo, name, max_batch_size, instances, kind, dynamic_ba
     types and dims from the graph. With a max batch size above 0 the first dim of every input
     and output is Triton's batch axis and is left out of dims; a model with a fixed first dim
     (e.g. 1) gets max batch size 0 and full dims. Dynamic dims are -1. The text is parsed into Triton's
-    ModelConfig (from tritonclient: pip install 'onnxprune[triton]') before anything is
+    ModelConfig (from tritonclient: pip install 'tritonclient[grpc,http]') before anything is
     written; without tritonclient that check is skipped and said so.
 
     The card records what onnxprune prune stored in the model (criterion, amount, MACs and
@@ -79,7 +79,7 @@ def export_triton(model, repo, name, max_batch_size, instances, kind, dynamic_ba
         with out.status("exporting"):
             result = export_into(folder, model, outputs=outputs, max_batch_size=max_batch_size, instances=instances,
                                  kind=kind, dynamic_batching=dynamic_batching, input_shapes=parse_shapes(input_shape),
-                                 plan=plan, accuracy_from=accuracy_from, latency_from=latency_from)
+                                 plan=plan, accuracy_from=accuracy_from, latency_from=latency_from, spell=flag)
         data = result.to_dict(flag)
         if out.json_file:
             outputs.stage_bytes("json_path", json_text(data).encode())

@@ -51,6 +51,14 @@ def _ratio(after: int | None, before: int | None) -> float | None:
     return round(after / before, 6) if after is not None and before else None
 
 
+def _json_entry(meta: dict, key: str) -> dict | None:
+    try:
+        value = json.loads(meta[_PREFIX + key])
+    except (KeyError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def pruning_record(model: onnx.ModelProto) -> dict:
     """What ``onnxprune prune`` recorded in the model's ``metadata_props`` (nulls when it was not
     pruned by onnxprune, or a value is missing)."""
@@ -59,7 +67,8 @@ def pruning_record(model: onnx.ModelProto) -> dict:
     blocks = meta.get(_PREFIX + "blocks_dropped")
     record = {"by_onnxprune": pruned, "onnxprune_version": meta.get(_PREFIX + "version"),
               "criterion": meta.get(_PREFIX + "criterion"), "amount": meta.get(_PREFIX + "amount"),
-              "round_to": meta.get(_PREFIX + "round_to"),
+              "schedule": meta.get(_PREFIX + "schedule"), "recovery": meta.get(_PREFIX + "recovery"),
+              "calibration": _json_entry(meta, "calibration"), "round_to": meta.get(_PREFIX + "round_to"),
               "blocks_dropped": None if blocks is None else [b for b in blocks.split(",") if b]}
     for key in ("macs_before", "macs_after", "params_before", "params_after"):
         record[key] = _number(meta, key)
@@ -68,24 +77,27 @@ def pruning_record(model: onnx.ModelProto) -> dict:
     return record
 
 
-def count_cost(model: onnx.ModelProto, input_shapes: dict | None = None) -> dict:
+def count_cost(model: onnx.ModelProto, input_shapes: dict | None = None, spell=None) -> dict:
     """MACs and params of ``model`` by onnxprune's cost model, at ``input_shapes`` (a dynamic
-    batch is 1). ``model`` is normalized in place. Without ``input_shapes``, a model that
-    cannot be analyzed (e.g. a dynamic dim other than the batch) gets nulls and a note; with
-    them, the error is raised (``OnnxPruneError``)."""
-    from ..analysis.cost import CostModel
+    batch is 1). ``model`` is normalized in place. Params do not depend on shapes: they are
+    always counted. Without ``input_shapes``, a model whose MACs cannot be counted (e.g. a
+    dynamic dim other than the batch) gets null MACs and a note, with options spelled by
+    ``spell``; with them, the error is raised (``OnnxPruneError``)."""
+    from ..analysis.cost import CostModel, float_params
     from ..analysis.groups import analyze
+    from ..errors import render_options
     from ..graph import normalize
 
     method = ("onnxprune cost model: MACs of Conv, ConvTranspose, Gemm and MatMul; params are the elements of "
               "float initializers; one sample")
+    model = normalize(model, inplace=True)
     try:
-        analysis = analyze(normalize(model, inplace=True), input_shapes or None)
+        analysis = analyze(model, input_shapes or None)
     except OnnxPruneError as exc:
         if input_shapes:
             raise
-        return {"macs": None, "params": None, "input_shapes": None, "method": method,
-                "note": f"not counted: {exc} (give the input shape)"}
+        return {"macs": None, "params": float_params(model), "input_shapes": None, "method": method,
+                "note": render_options(f"MACs not counted: {exc.template}", spell)}
     costs = CostModel(analysis)
     cost = costs.cost()
     inits = {t.name for t in model.graph.initializer}
@@ -113,6 +125,17 @@ def _read_json(path: PathLike, what: str, option: str) -> dict:
     return data
 
 
+def _named(path: PathLike | None) -> dict | None:
+    """A file the card refers to, as its name and SHA-256 (null when missing): never a local
+    path, which means nothing on the server."""
+    if not isinstance(path, (str, os.PathLike)):
+        return None
+    from ..graph import file_sha256
+
+    found = Path(os.fspath(path))
+    return {"file": found.name, "sha256": file_sha256(found) if found.is_file() else None}
+
+
 def read_plan(path: PathLike) -> dict:
     """The plan saved by ``onnxprune prune --plan``, as its JSON dict, with its ``source``."""
     from ..decide.plan import PruningPlan
@@ -122,8 +145,8 @@ def read_plan(path: PathLike) -> dict:
     try:
         plan = PruningPlan.load(path)
     except OnnxPruneError as exc:
-        raise OnnxPruneError(f"{{plan}} {os.fspath(path)}: {exc}") from None
-    return {"source": os.fspath(path), **plan.to_dict()}
+        raise OnnxPruneError(f"{{plan}} {os.fspath(path)}: {exc.template}") from None
+    return {"source": _named(path), **plan.to_dict()}
 
 
 def read_accuracy(path: PathLike, model: PathLike) -> dict:
@@ -140,7 +163,10 @@ def read_accuracy(path: PathLike, model: PathLike) -> dict:
                              "run onnxprune verify ORIGINAL MODEL --json on this model")
     keys = ("name", "accuracy_original", "accuracy_pruned", "top1_agreement", "cosine_similarity", "max_abs_error",
             "mean_abs_error")
-    return {"source": os.fspath(path), "original": data.get("original"), "data": data.get("data_source"),
+    source = data.get("data_source")
+    if isinstance(source, str) and source.startswith("npz:"):
+        source = {"npz": _named(source[len("npz:"):])}
+    return {"source": _named(path), "original": _named(data.get("original")), "data": source,
             "samples": data.get("n_samples"), "provider": data.get("provider"),
             "outputs": [{k: o.get(k) for k in keys} for o in outputs]}
 
@@ -161,8 +187,8 @@ def read_latency(path: PathLike, model: PathLike) -> dict:
         raise OnnxPruneError(f"{{latency_from}} {os.fspath(path)} times {timed}, not {os.fspath(model)}; bench this "
                              "model (after the original, for a speedup)")
     first = models[0]
-    baseline = None if first is entry else {"model": first["name"], "median_ms": first.get("median_ms")}
-    return {"source": os.fspath(path), "provider": data.get("provider"), "threads": data.get("threads"),
+    baseline = None if first is entry else {"model": _named(first["name"]), "median_ms": first.get("median_ms")}
+    return {"source": _named(path), "provider": data.get("provider"), "threads": data.get("threads"),
             "batch": data.get("batch"), "runs": data.get("runs"), "median_ms": entry.get("median_ms"),
             "p90_ms": entry.get("p90_ms"), "mean_ms": entry.get("mean_ms"), "min_ms": entry.get("min_ms"),
             "throughput_per_s": entry.get("throughput"), "baseline": baseline,
@@ -171,7 +197,7 @@ def read_latency(path: PathLike, model: PathLike) -> dict:
 
 def build_card(model: onnx.ModelProto, source: Path, config, *, sha256: str, nbytes: int, external_data: list[str],
                input_shapes: dict | None, validated: bool, plan: dict | None = None, accuracy: dict | None = None,
-               latency: dict | None = None) -> dict:
+               latency: dict | None = None, spell=None) -> dict:
     """The card of ``model`` (read from ``source``) served with ``config`` (a
     :class:`~onnxprune.deploy.triton.TritonConfig`). ``model`` is normalized in place (last,
     when the cost is counted)."""
@@ -179,13 +205,13 @@ def build_card(model: onnx.ModelProto, source: Path, config, *, sha256: str, nby
 
     meta = {p.key: p.value for p in model.metadata_props}
     producer = " ".join(p for p in (model.producer_name, model.producer_version) if p) or None
-    described = {"source": os.fspath(source), "file": f"{VERSION}/{MODEL_FILE}", "sha256": sha256, "bytes": nbytes,
+    described = {"source": Path(source).name, "file": f"{VERSION}/{MODEL_FILE}", "sha256": sha256, "bytes": nbytes,
                  "external_data": list(external_data), "ir_version": model.ir_version,
                  "opsets": {o.domain or "ai.onnx": o.version for o in model.opset_import}, "producer": producer,
                  "graph_name": model.graph.name or None}
     pruning = pruning_record(model)
-    cost = count_cost(model, input_shapes)
-    notes = [f"cost {cost['note']}"] if cost["note"] else []
+    cost = count_cost(model, input_shapes, spell)
+    notes = [cost["note"]] if cost["note"] else []
     if not pruning["by_onnxprune"]:
         notes.append("the model carries no onnxprune metadata: what was pruned is unknown (null)")
     serving = config.to_dict()

@@ -14,7 +14,7 @@ graph-surgeon view is node ``i`` of the proto.
 """
 
 from .inputs import check_allocatable, resolve_input_shape
-from .load import external_data_files, load_model, read_model, toposort
+from .load import external_data_files, file_sha256, load_model, read_model, toposort
 from .normalize import FOLDABLE_OPS, normalize, opset_of
 from .outputs import OutputSet, save_model_atomic, write_atomic
 from .proto import PROTOBUF_LIMIT, check_model, copy_without_initializers, model_nbytes
@@ -23,7 +23,7 @@ from .shapes import Shape, infer_shapes, infer_value_info
 
 __all__ = [
     "EXTERNAL_SIZE_THRESHOLD", "FOLDABLE_OPS", "PROTOBUF_LIMIT", "OutputSet", "Shape", "check_allocatable",
-    "check_model", "copy_without_initializers", "external_data_files", "external_data_name", "infer_shapes", "infer_value_info",
+    "check_model", "copy_without_initializers", "external_data_files", "external_data_name", "file_sha256", "infer_shapes", "infer_value_info",
     "load_model", "model_nbytes", "normalize", "opset_of", "read_model", "resolve_input_shape", "same_file",
     "save_model_atomic", "signals_deferred", "sigint_deferred", "toposort", "write_atomic",
 ]

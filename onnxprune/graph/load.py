@@ -212,3 +212,14 @@ def _load_external_data(model: onnx.ModelProto, tensors: list[onnx.TensorProto],
         except Exception as exc:
             raise OnnxPruneError(f"cannot read the external data of tensor {tensor.name!r}: {_first_line(exc)}") from None
         tensor.ClearField("data_location")  # DEFAULT: the tensor now reads like one stored inline
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file (hex), read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import zipfile
+from pathlib import Path
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -170,7 +171,30 @@ def load_data(path: str | os.PathLike, input_specs: Sequence[InputSpec]) -> Data
     try:
         return Dataset(inputs, labels)
     except OnnxPruneError as exc:
-        raise OnnxPruneError(f"{where}: {exc}") from exc
+        raise OnnxPruneError(f"{where}: {exc.template}") from exc
+
+
+def sample_count(path: str | os.PathLike) -> int:
+    """Samples in an ``.npz`` data file: axis 0 of its first array, read from the ``.npy``
+    header alone."""
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith(".npy"))
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape = read(member)[0]
+    return int(shape[0]) if shape else 1
+
+
+def calibration_record(path: str | os.PathLike, calib_samples: int | None = None, used: int | None = None) -> dict:
+    """What a model card says of the calibration data: the file's name (not its local path),
+    SHA-256 and the samples used (``used``, else the file's, at most ``calib_samples``)."""
+    from ..graph import file_sha256
+
+    samples = used if used is not None else sample_count(path)
+    if calib_samples is not None:
+        samples = min(samples, calib_samples)
+    return {"file": Path(os.fspath(path)).name, "sha256": file_sha256(path), "samples": samples}
 
 
 def _check_npz_sizes(where: str, loaded: np.lib.npyio.NpzFile) -> None:
