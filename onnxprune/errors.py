@@ -26,7 +26,13 @@ class OnnxPruneError(Exception):
 
     def render(self, spell=None) -> str:
         """The message with each ``{name}`` replaced by ``spell(name)`` (default: ``name``)."""
-        return render_options(super().__str__(), spell)
+        return render_options(self.template, spell)
+
+    @property
+    def template(self) -> str:
+        """The message with its options still written ``{name}``: what to embed in another
+        error or note, so that whoever prints it spells them."""
+        return super().__str__()
 
     def __str__(self) -> str:
         return self.render()

@@ -140,3 +140,51 @@ def test_plot_file_grows_with_groups(tmp_path):
         return struct.unpack(">I", path.read_bytes()[20:24])[0]
 
     assert png_height(tmp_path / "large.png") > 3 * png_height(tmp_path / "small.png")
+
+
+def _api_only_names() -> list[str]:
+    """Python parameter names that the CLI spells otherwise (``input_shapes`` is
+    ``--input-shape``, ``target_macs`` is ``--target-macs``)."""
+    import dataclasses
+
+    from onnxprune.cli.common import FLAGS, flag
+    from onnxprune.pipeline import PruneOptions
+
+    names = {f.name for f in dataclasses.fields(PruneOptions)} | set(FLAGS)
+    return sorted(n for n in names if flag(n) != "--" + n and n != "sensitivity")  # "sensitivity" is also a word
+
+
+def test_messages_name_options_as_placeholders_not_as_python_names():
+    """Every message the code writes (errors, notes, warnings, lines) names an option as
+    ``{name}``, which the CLI renders as its flag and the Python API as its parameter: a bare
+    ``input_shapes`` or ``target_macs`` in a message would reach CLI users as API words."""
+    import ast
+    import re
+
+    pattern = re.compile(r"(?<![{\w.=-])(" + "|".join(_api_only_names()) + r")(?![}\w=])")
+    calls = {"OnnxPruneError", "append", "note", "warn", "line", "fail", "warning"}
+    found = []
+    for path in sorted((REPO / "onnxprune").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+            if name not in calls:
+                continue
+            for arg in node.args:
+                for part in ast.walk(arg):
+                    if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                        found += [f"{path.relative_to(REPO)}:{part.lineno}: {m.group(1)}"
+                                  for m in pattern.finditer(part.value)]
+    assert not found, found
+
+
+def test_wrapped_errors_keep_their_placeholders(tmp_path):
+    """An error embedded in another keeps ``{name}``: the CLI spells the inner one's options too."""
+    from onnxprune.errors import OnnxPruneError
+
+    inner = OnnxPruneError("pass {input_shapes} x:1x3x<d2>x<d3>")
+    outer = OnnxPruneError(f"model.onnx: {inner.template}")
+    from onnxprune.cli.common import flag
+
+    assert outer.render(flag) == "model.onnx: pass --input-shape x:1x3x<d2>x<d3>"

@@ -156,7 +156,7 @@ def test_cuda_not_installed(paths, monkeypatch):
     with pytest.raises(OnnxPruneError, match=r"CUDA execution provider is not available") as info:
         make_session(paths["orig"], provider="cuda")
     assert "CPUExecutionProvider" in str(info.value)
-    assert "onnxprune[gpu]" in str(info.value)
+    assert "onnxruntime-gpu" in str(info.value)
 
 
 @pytest.mark.filterwarnings("ignore:Specified provider:UserWarning")

@@ -92,7 +92,7 @@ def test_tensorrt_unavailable_is_one_clear_error(model_path, monkeypatch):
     message = str(info.value)
     assert message.startswith("TensorRT execution provider is not available (installed onnxruntime has: "
                               "CUDAExecutionProvider, CPUExecutionProvider)")
-    assert "onnxprune[gpu]" in message and "TensorRT" in message and "\n" not in message
+    assert "onnxruntime-gpu" in message and "TensorRT" in message and "\n" not in message
 
 
 def test_tensorrt_without_cuda_names_the_missing_fallback(model_path, monkeypatch):
@@ -130,7 +130,7 @@ def test_bench_checks_the_provider_before_loading_anything(tmp_path, monkeypatch
 def test_cli_tensorrt_unavailable_exit_2(command, model_path):
     args = [model_path, "--runs", "1", "--warmup", "0"] if command == "bench" else [model_path, model_path]
     assert_bad_input(cli(command, *args, "--provider", "tensorrt"), "TensorRT execution provider is not available",
-                     "onnxprune[gpu]")
+                     "onnxruntime-gpu")
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="CUDA is present")

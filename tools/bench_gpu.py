@@ -1,6 +1,6 @@
 """GPU benchmark: pruned ResNet-50 and YOLOv8-style detectors on CUDA fp32, CUDA fp16 and TensorRT.
 
-One command on a machine with an NVIDIA GPU, ``onnxprune[gpu]`` and ``onnxprune[torch]``
+One command on a machine with an NVIDIA GPU, the ``[gpu]`` and ``[torch]`` extras
 installed, does everything, sized to finish within about 5 minutes (``--budget-s``)::
 
     python tools/bench_gpu.py [--out-dir DIR] > gpu.jsonl
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import onnxruntime
     except ImportError:
-        return skip_all('onnxruntime is not installed (pip install "onnxprune[gpu]")', onnxruntime=None,
+        return skip_all('onnxruntime is not installed (pip install onnxruntime-gpu)', onnxruntime=None,
                         providers=[], gpu=None)
     available = onnxruntime.get_available_providers()
     info = {"onnxruntime": onnxruntime.__version__, "providers": available}
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch  # noqa: F401  (the model definitions need it)
     except ImportError:
-        return skip_all('torch is not installed (pip install "onnxprune[torch]"); it builds the models', **info,
+        return skip_all('torch is not installed (pip install torch); it builds the models', **info,
                         gpu=gpu_name())
     from onnxprune.errors import OnnxPruneError
     from onnxprune.runtime.bench import bench

@@ -42,7 +42,7 @@ def finetune(pruned, teacher, data_path, output, val_path, epochs, lr, batch_siz
              input_shape, json_path, fmt, quiet, verbose):
     """Fine-tune PRUNED by knowledge distillation from --teacher, with no source code.
 
-    The graph runs as a torch module (needs `pip install onnxprune[torch]`); its trained weights
+    The graph runs as a torch module (needs PyTorch: `pip install torch`); its trained weights
     are written back by initializer name, so the output keeps PRUNED's structure, names and
     metadata. With --val, the best-scoring weights are kept, the starting ones included.
     """
@@ -52,7 +52,7 @@ def finetune(pruned, teacher, data_path, output, val_path, epochs, lr, batch_siz
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise OnnxPruneError("finetune needs PyTorch: pip install 'onnxprune[torch]'") from None
+        raise OnnxPruneError("finetune needs PyTorch: pip install torch") from None
     from ..torch.finetune import FinetuneOptions, finetune_into
 
     out = Output(fmt, quiet, verbose, json_path)

@@ -9,7 +9,7 @@ code runs everywhere:
 * ``jobs=N``: N local processes, forked where the platform can (so scripts need no
   ``if __name__ == "__main__"`` guard; the parent's sessions are not used in the children,
   which build their own), spawned elsewhere;
-* ``scheduler="tcp://host:8786"``: a running Dask cluster (``pip install onnxprune[dask]``);
+* ``scheduler="tcp://host:8786"``: a running Dask cluster (``pip install distributed``, the ``[dask]`` extra);
   ``scheduler="local"`` starts a local Dask cluster of ``jobs`` worker processes. Every worker
   must see the model and data files at the same paths (a shared file system), and have
   onnxprune installed.
@@ -60,7 +60,7 @@ def _dask(jobs: int, scheduler: str):
     try:
         from distributed import Client, LocalCluster
     except ImportError:
-        raise OnnxPruneError("{scheduler} needs Dask: pip install 'onnxprune[dask]'") from None
+        raise OnnxPruneError("{scheduler} needs Dask: pip install distributed") from None
     cluster = None
     try:
         if scheduler == "local":

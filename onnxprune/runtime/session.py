@@ -5,8 +5,9 @@ never reach the terminal; an error is reported once, as one line, by the caller.
 shortened by :func:`ort_message`.
 
 onnxruntime is an optional dependency, in one of two flavours that share the ``onnxruntime``
-import package: ``pip install "onnxprune[cpu]"`` (the ``onnxruntime`` wheel) or
-``"onnxprune[gpu]"`` (``onnxruntime-gpu``, which has the CPU provider too). Installing both
+import package: the ``[cpu]`` extra (the ``onnxruntime`` wheel) or ``[gpu]``
+(``onnxruntime-gpu``, which has the CPU provider too), installed from a checkout with
+``pip install ".[cpu]"``. Installing both
 leaves whichever was installed last, so the extras never pull both. Without either, this module
 still imports (``analyze`` on a model whose shapes infer statically needs no onnxruntime), and
 :func:`require_onnxruntime` (called by :func:`make_session`) raises one clear error.
@@ -36,7 +37,8 @@ ModelSource = str | os.PathLike | bytes | onnx.ModelProto
 
 _QUIET = 4  # onnxruntime's FATAL: nothing below it is printed
 
-INSTALL_HINT = 'pip install "onnxprune[cpu]", or "onnxprune[gpu]" on a machine with an NVIDIA GPU'
+INSTALL_HINT = ('pip install onnxruntime (onnxruntime-gpu on a machine with an NVIDIA GPU); in a checkout of '
+                'onnxprune, pip install ".[cpu]" or ".[gpu]" does the same')
 """How to get onnxruntime: the two extras, which install exactly one flavour each."""
 
 try:
@@ -71,7 +73,7 @@ def require_onnxruntime():
     """The imported ``onnxruntime`` module.
 
     Raises :class:`OnnxPruneError` (``error: onnxruntime is not installed; pip install
-    "onnxprune[cpu]", ...``) when neither ``onnxruntime`` nor ``onnxruntime-gpu`` is importable.
+    onnxruntime ...``) when neither ``onnxruntime`` nor ``onnxruntime-gpu`` is importable.
     """
     if onnxruntime is None:
         raise OnnxPruneError(f"{_IMPORT_ERROR}; {INSTALL_HINT}")
@@ -122,11 +124,11 @@ def check_provider_available(provider: str) -> str:
         flavours = _installed_flavours()
         if len(flavours) > 1:
             fix = ("both onnxruntime and onnxruntime-gpu are installed and the CPU wheel shadows the GPU "
-                   'one: pip uninstall -y onnxruntime onnxruntime-gpu && pip install "onnxprune[gpu]"')
+                   'one: pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu')
         elif execution_provider == _TRT:
-            fix = 'install "onnxprune[gpu]" and TensorRT on a machine with an NVIDIA GPU'
+            fix = 'install onnxruntime-gpu and TensorRT on a machine with an NVIDIA GPU'
         else:
-            fix = 'install "onnxprune[gpu]" on a machine with a GPU'
+            fix = 'install onnxruntime-gpu on a machine with a GPU'
         what = (f"{name} execution provider is not available" if execution_provider in missing else
                 f"{name} execution provider needs the CUDA execution provider, which is not available")
         raise OnnxPruneError(f"{what} (installed onnxruntime has: {', '.join(available)}); {fix}")
