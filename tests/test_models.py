@@ -733,6 +733,23 @@ def test_dynamo_refuses_old_opsets(model_of, tmp_path):
 
 
 @pytest.mark.slow
+def test_end_to_end_head_exports_its_selection(tmp_path):
+    """The NMS-free variant: ``TopK`` over the anchors and ``GatherElements`` of the chosen boxes
+    in the graph, and onnxruntime computes what torch does: ``(N, 32, 6)`` rows of box, score,
+    class, best first."""
+    from models import VARIANTS
+
+    model = build("yolo_e2e")
+    exported = onnx.load(export_onnx(model, tmp_path / "e2e.onnx", VARIANTS["yolo_e2e"].input_shape))
+    ops = collections.Counter(n.op_type for n in exported.graph.node)
+    assert ops["TopK"] == 1 and ops["GatherElements"] == 2 and ops["ArgMax"] == 1
+    x = sample(VARIANTS["yolo_e2e"].input_shape)
+    assert_matches_torch(model, exported, x)
+    rows = run_ort(exported, x)[0]
+    assert rows.shape == (32, 6) and (np.diff(rows[:, 4]) <= 0).all()  # sorted by score
+    assert ((rows[:, 5] >= 0) & (rows[:, 5] < 80) & (rows[:, 5] == np.round(rows[:, 5]))).all()
+
+
 def test_dynamo_export_resnet20(model_of, tmp_path):
     """Dynamo: symbolic batch dim, parameter names kept, BN kept unless fold_bn."""
     pytest.importorskip("onnxscript")
