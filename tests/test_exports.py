@@ -265,3 +265,19 @@ def test_self_check_fails_on_a_broken_rewrite_of_an_end_to_end_detector(exported
     monkeypatch.setattr(rewrite, "_sliced", shifted)
     broken = self_check(load_and_analyze(exported("yolo_e2e", False)))
     assert not broken.passed and broken.max_abs_error > 1e-2
+
+
+def test_verify_compares_selected_outputs_where_self_check_does(tmp_path):
+    """``verify`` adds rows for the tensors a selection reads, marked as such in the JSON."""
+    from clirun import cli, ok
+    import json
+
+    onnx.save(topk_head(), tmp_path / "a.onnx")
+    onnx.save(topk_head(noise=1e-6), tmp_path / "b.onnx")
+    np.savez(tmp_path / "d.npz", **near_ties())
+    result = ok(cli("verify", tmp_path / "a.onnx", tmp_path / "b.onnx", "--data", tmp_path / "d.npz", "--json", "-"))
+    data = json.loads(result.stdout)
+    assert data["selected"] == {"y": ["boxes", "scores"]}
+    errors = {o["name"]: o["max_abs_error"] for o in data["outputs"]}
+    assert errors["y"] > 1.0 and errors["boxes"] < 1e-5 and errors["scores"] < 1e-5
+    assert "boxes (selection input of y)" in result.stderr and "note: y is chosen by a selection" in result.stderr

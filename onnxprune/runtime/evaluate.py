@@ -20,12 +20,13 @@ from __future__ import annotations
 import math
 import os
 import zipfile
-from pathlib import Path
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+import onnx
 
 from ..errors import OnnxPruneError
 from ..graph.inputs import check_allocatable, fmt_dims, resolve_input_shape
@@ -544,7 +545,11 @@ def _compare_one(
 class VerifyReport:
     """The result of :func:`verify`: which models, which data, and one comparison per output.
 
-    ``data_source`` is ``"npz:<path>"`` or ``"random(seed=<seed>)"``.
+    ``data_source`` is ``"npz:<path>"`` or ``"random(seed=<seed>)"``. ``selected`` maps each
+    output chosen by a selection (an end-to-end detector's ``TopK``) to the tensors the
+    selection reads; those are compared too, as extra rows of ``outputs``: row by row, a
+    selected output differs wherever round-off swaps a near-tie (see
+    :mod:`onnxprune.runtime.exactness`, the comparison ``--self-check`` makes).
     """
 
     original: str
@@ -554,6 +559,7 @@ class VerifyReport:
     provider: str
     batch_size: int
     outputs: list[OutputComparison]
+    selected: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict; ``outputs`` is a list of :meth:`OutputComparison.to_dict`."""
@@ -565,6 +571,7 @@ class VerifyReport:
             "provider": self.provider,
             "batch_size": self.batch_size,
             "outputs": [out.to_dict() for out in self.outputs],
+            "selected": dict(self.selected),
         }
 
 
@@ -594,8 +601,9 @@ def verify(
     batch axis differs from ``batch_size``, and for every error of the functions used.
     """
     _check_positive("batch_size", batch_size)
-    ref_session = make_session(original, provider)
-    cand_session = make_session(pruned, provider)
+    selected, read = _selection_points(original, pruned)
+    ref_session = make_session(_with_points(original, read), provider, label=source_label(original))
+    cand_session = make_session(_with_points(pruned, read), provider, label=source_label(pruned))
     ref_specs = input_specs(ref_session)
     _check_same_interface(ref_specs, input_specs(cand_session), ref_session, cand_session)
     if data_path is not None:
@@ -616,8 +624,52 @@ def verify(
         data_source=source,
         provider=provider,
         batch_size=batch_size,
-        outputs=compare_outputs(ref_out, cand_out, data.labels),
+        outputs=[replace(c, top1_agreement=None, accuracy_original=None, accuracy_pruned=None) if c.name in read else c
+                 for c in compare_outputs(ref_out, cand_out, data.labels)],  # a selection input is no classifier
+        selected=selected,
     )
+
+
+def _structure(model: ModelSource) -> onnx.ModelProto:
+    """``model``'s graph without its weights' data, with inferred types (for the selection scan)."""
+    if isinstance(model, (str, os.PathLike)):
+        proto = onnx.load(os.fspath(model), load_external_data=False)
+    elif isinstance(model, bytes):
+        proto = onnx.load_model_from_string(model)
+    else:
+        proto = model
+    try:
+        return onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # a graph shape inference cannot read: the types already there must do
+        return proto
+
+
+def _selection_points(original: ModelSource, pruned: ModelSource) -> tuple[dict[str, list[str]], list[str]]:
+    """Outputs of ``original`` chosen by a selection (TopK, NMS, ArgMax, ...), each with the
+    tensors that selection reads (:mod:`onnxprune.runtime.exactness`), kept where ``pruned`` has
+    them too; and the list of those tensors, to compare as extra outputs."""
+    from .exactness import comparison_points
+
+    points = comparison_points(_structure(original))
+    if not points.selected:
+        return {}, []
+    candidate = _structure(pruned)
+    known = {o for n in candidate.graph.node for o in n.output}
+    selected = {out: names for out, names in points.selected.items() if all(name in known for name in names)}
+    read = list(dict.fromkeys(name for names in selected.values() for name in names))
+    return selected, read
+
+
+def _with_points(model: ModelSource, names: list[str]) -> ModelSource:
+    """``model`` with ``names`` as extra graph outputs (loaded whole, external data included)."""
+    if not names:
+        return model
+    from .exactness import with_outputs
+
+    proto = onnx.load(os.fspath(model)) if isinstance(model, (str, os.PathLike)) else \
+        onnx.load_model_from_string(model) if isinstance(model, bytes) else model
+    proto = onnx.shape_inference.infer_shapes(proto)
+    return with_outputs(proto, [o.name for o in proto.graph.output] + names).SerializeToString()
 
 
 def _check_same_interface(
