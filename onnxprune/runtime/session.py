@@ -181,6 +181,22 @@ def source_label(model: ModelSource) -> str:
     return "<bytes>"
 
 
+THREADS_ENV = "ONNXPRUNE_THREADS"
+"""Environment variable: intra-op threads of every session whose caller gives none (a machine
+shared with other work runs faster with 1; the test suite sets it)."""
+
+
+def default_threads() -> int | None:
+    """``$ONNXPRUNE_THREADS`` as an int, or None when unset. Errors: ``OnnxPruneError`` for a
+    value that is not a positive integer."""
+    text = os.environ.get(THREADS_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise OnnxPruneError(f"{THREADS_ENV} must be a positive integer, got {text!r}")
+    return int(text)
+
+
 def make_session(
     model: ModelSource,
     provider: str = "cpu",
@@ -197,7 +213,8 @@ def make_session(
     lacks) or ``"tensorrt"`` (TensorRT, then CUDA, then CPU; see :func:`provider_chain`).
     ``provider_options`` go to that first provider (e.g. ``{"trt_fp16_enable": "True"}``;
     names in onnxruntime's execution-provider docs). ``threads`` sets ``intra_op_num_threads``;
-    ``None`` keeps onnxruntime's default (one thread per physical core). The graph optimization
+    ``None`` takes :func:`default_threads` (``$ONNXPRUNE_THREADS``), else onnxruntime's default
+    (one thread per physical core). The graph optimization
     level stays at onnxruntime's default (``ORT_ENABLE_ALL``), because that is what users
     deploy. ``allow_spinning=False`` stops idle intra-op threads from busy-waiting after a run;
     :mod:`onnxprune.bench` needs that when it alternates between sessions, or one session's
@@ -220,6 +237,7 @@ def make_session(
     execution_provider = check_provider_available(provider)
     options = onnxruntime.SessionOptions()
     options.log_severity_level = _QUIET
+    threads = default_threads() if threads is None else threads
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise OnnxPruneError(f"threads must be a positive integer, got {threads!r}")
