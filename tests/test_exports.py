@@ -281,3 +281,61 @@ def test_verify_compares_selected_outputs_where_self_check_does(tmp_path):
     errors = {o["name"]: o["max_abs_error"] for o in data["outputs"]}
     assert errors["y"] > 1.0 and errors["boxes"] < 1e-5 and errors["scores"] < 1e-5
     assert "boxes (selection input of y)" in result.stderr and "note: y is chosen by a selection" in result.stderr
+
+
+# ---------------------------------------------------------------- Expand and shared shape literals
+def broadcast_stats(share_with_other: bool = False) -> onnx.ModelProto:
+    """magika's decomposed LayerNorm over tokens: ``x [1, 6, 5]`` → MatMul to ``h [1, 6, 8]``
+    (channels last) → mean over the tokens ``[1, 1, 8]`` → ``Expand`` back to
+    ``Concat(Shape(h)[0:1], [6], [8])`` and subtracted. With ``share_with_other``, the same
+    target also broadcasts the mean of another group's ``p``, so its literal 8 cannot change."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="proj"),
+        helper.make_node("ReduceMean", ["h", "tokens"], ["mean"], name="mean", keepdims=1),
+        helper.make_node("Shape", ["h"], ["s"], name="shape"),
+        helper.make_node("Slice", ["s", "z0", "z1"], ["batch"], name="batch"),
+        helper.make_node("Concat", ["batch", "t6", "c8"], ["target"], name="target", axis=0),
+        helper.make_node("Expand", ["mean", "target"], ["m"], name="broadcast"),
+        helper.make_node("Sub", ["h", "m"], ["d"], name="centre"),
+        helper.make_node("MatMul", ["d", "w2"], ["y" if not share_with_other else "y0"], name="head"),
+    ]
+    inits = [const("w", (5, 8)), const("tokens", values=np.array([1], np.int64)),
+             const("z0", values=np.array([0], np.int64)), const("z1", values=np.array([1], np.int64)),
+             const("t6", values=np.array([6], np.int64)), const("c8", values=np.array([8], np.int64)),
+             const("w2", (8, 3))]
+    if share_with_other:
+        nodes += [helper.make_node("MatMul", ["x", "wp"], ["p"], name="other"),
+                  helper.make_node("ReduceMean", ["p", "tokens"], ["pm"], name="pmean", keepdims=1),
+                  helper.make_node("Expand", ["pm", "target"], ["pe"], name="pbroadcast"),
+                  helper.make_node("MatMul", ["pe", "wq"], ["y1"], name="phead"),
+                  helper.make_node("Add", ["y0", "y1"], ["y"], name="join")]
+        inits += [const("wp", (5, 8)), const("wq", (8, 3))]
+    return make(nodes, inits, [1, 6, 5], 18)
+
+
+def test_expand_of_statistics_passes_channels_and_rewrites_the_literal():
+    analysis = analyze(normalize(broadcast_stats()))
+    proj = next(g for g in analysis.groups if g.anchor == "proj")
+    assert proj.prunable, proj.blocked
+    assert self_check(analysis).passed
+
+
+def test_a_shape_literal_shared_with_other_channels_freezes():
+    analysis = analyze(normalize(broadcast_stats(share_with_other=True)))
+    proj = next(g for g in analysis.groups if g.anchor == "proj")
+    assert any("shares its computed shape" in r for r in proj.blocked), proj.blocked
+    assert self_check(analysis).passed
+
+
+@pytest.mark.parametrize("op, attrs, channels", [("DepthToSpace", {"mode": "DCR"}, 8), ("DepthToSpace", {"mode": "CRD"}, 8),
+                                                  ("SpaceToDepth", {}, 2)])
+def test_torch_bridge_rearranges_depth_as_onnxruntime_does(op, attrs, channels):
+    torch = pytest.importorskip("torch")
+    from onnxprune.torch.graph_module import GraphModule
+
+    model = make([helper.make_node(op, ["x"], ["y"], name="d", blocksize=2, **attrs)], [], [1, channels, 4, 6])
+    x = RNG.standard_normal((1, channels, 4, 6)).astype(np.float32)
+    (expected,) = session(model).run(None, {"x": x})
+    with torch.no_grad():
+        (got,) = GraphModule(model)(torch.from_numpy(x))
+    np.testing.assert_array_equal(got.numpy(), expected)

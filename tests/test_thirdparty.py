@@ -35,7 +35,8 @@ from onnxprune.pipeline import PruneOptions, load_and_analyze, prune_file
 from onnxprune.cli.report import analysis_report
 from onnxprune.selfcheck import run, self_check
 
-from thirdparty import (CAPTCHA_CRNN, OPENNSFW_TF2ONNX, OPENNSFW_TORCH, PPOCR_DET, PPOCR_REC, SILERO_VAD_SPOX,
+from thirdparty import (CAPTCHA_CRNN, MAGIKA, NUDENET_YOLO, OPENNSFW_TF2ONNX, OPENNSFW_TORCH, PPOCR_DET, PPOCR_REC,
+                        SILERO_VAD_SPOX, TRUEOCR_DET,
                         SILERO_VAD_TORCH, wheel_file)
 
 
@@ -67,6 +68,11 @@ CASES = [
          {"input": (7, 576), "h": (1, 1, 128), "c": (1, 1, 128)}, 0.99, 0.47, 2),
     Case("silero_vad_spox", SILERO_VAD_SPOX, "spox", "", 16, {"input": (1, 576), "state": (2, 1, 128)},
          {"input": (1, 576), "state": (2, 1, 128)}, 0.99, 0.47, 2),
+    Case("trueocr_det", TRUEOCR_DET, "pytorch", "2.10", 17, {"x": (1, 1, 64, 128)}, {"x": (1, 1, 96, 160)},
+         0.99, 0.33, 1),
+    Case("nudenet_yolo", NUDENET_YOLO, "pytorch", "2.3", 17, {"images": (1, 3, 320, 320)},
+         {"images": (2, 3, 256, 320)}, 0.99, 0.32, 3),
+    Case("magika", MAGIKA, "tf2onnx", "1.16.1", 15, {"bytes": (1, 2048)}, {"bytes": (3, 2048)}, 0.45, 0.80, 2),
 ]
 PARAMS = [pytest.param(c, id=c.id, marks=c.marks) for c in CASES]
 
@@ -91,11 +97,17 @@ def analysis_of(case: Case):
 
 
 def feeds(model: onnx.ModelProto, shapes: dict, seed: int = 0) -> dict:
+    """Seeded inputs: standard normal floats; integers in [0, 256] (magika's bytes)."""
     rng = np.random.default_rng(seed)
     inits = {t.name for t in model.graph.initializer}
-    names = [i.name for i in model.graph.input if i.name not in inits]
-    assert sorted(names) == sorted(shapes), "every graph input needs a shape"
-    return {n: rng.standard_normal(shapes[n]).astype(np.float32) for n in names}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    assert sorted(i.name for i in inputs) == sorted(shapes), "every graph input needs a shape"
+    out = {}
+    for i in inputs:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
+        shape = shapes[i.name]
+        out[i.name] = rng.standard_normal(shape).astype(dtype) if dtype.kind == "f" else rng.integers(0, 257, shape).astype(dtype)
+    return out
 
 
 def dims(values) -> list:
@@ -170,7 +182,8 @@ def test_cli_analyze_self_check_tf_style_input_name(tmp_path):
 
 BLOCKS = {  # (removable, listed) residual blocks of each file
     "ppocr_det": (8, 8), "ppocr_rec": (4, 4), "opennsfw_tf": (12, 16), "opennsfw_torch": (12, 12),
-    "captcha_crnn": (5, 9), "silero_vad_torch": (0, 0), "silero_vad_spox": (0, 0),
+    "captcha_crnn": (5, 9), "silero_vad_torch": (0, 0), "silero_vad_spox": (0, 0), "trueocr_det": (7, 7),
+    "nudenet_yolo": (6, 6), "magika": (2, 2),
 }
 
 

@@ -53,6 +53,23 @@ CAPTCHA_CRNN = ("captcha-whisperer==0.1.0", "captcha_whisperer/models/captcha_cr
 SILERO_VAD_TORCH = ("silero-vad==6.2.3", "silero_vad/data/silero_vad_16k_sequence.onnx",
                     "9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85")
 
+# A text-line detector from PyTorch 2.10 (opset 17, trueocr, Apache-2.0): an FPN whose three Resize
+# nodes take their sizes from Shape at run time (Concat(Shape(x)[0:2], Shape(skip)[2:4])), and a
+# DepthToSpace(2) at the end.
+TRUEOCR_DET = ("trueocr==0.1.1", "trueocr/models/det.onnx",
+               "f2bd4cba23e9c328cf7ec824634e423e191a2c6aacbbf35c62bd79dd70f62f59")
+# Ultralytics YOLOv8n (8.2.46, PyTorch 2.3.1, opset 17), NudeNet's 18-class detector at 320x320,
+# dynamic batch and size: anchors built from Shape at run time, DFL decoding, output [N, 22, A].
+NUDENET_YOLO = ("nudenet==3.4.2", "nudenet/320n.onnx",
+                "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f")
+
+# ---- TensorFlow (tf2onnx 1.16.1 from jax2tf): Google's magika file-type classifier ----
+# int32 bytes [N, 2048] one-hot by Equal, a Dense layer, a Reshape that packs 4 tokens into one
+# ([N, 2048, 64] -> [N, 512, 256], target computed from Shape), decomposed LayerNorms whose
+# statistics are broadcast back with Expand, a Conv. Opsets ai.onnx 15 and ai.onnx.ml 2.
+MAGIKA = ("magika==1.0.3", "magika/models/standard_v3_3/model.onnx",
+          "fe2d2eb49c5f88a9e0a6c048e15d6ffdf86235519c2afc535044de433169ec8c")
+
 # ---- spox (ONNX built directly from Python, no framework exporter) ----
 # The same Silero VAD network, static shapes, written by spox (opset 16), names carrying the
 # inlined If branch.

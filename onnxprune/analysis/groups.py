@@ -153,6 +153,7 @@ class Tracer:
         self.frozen: list[tuple[np.ndarray, str]] = []
         self.node_index: dict[int, int] = {id(n): i for i, n in enumerate(graph.nodes)}
         self.touched: dict[int, list[np.ndarray]] = {}
+        self.deferred: list = []
 
     # ---- reading the graph ----
     def const(self, tensor) -> np.ndarray | None:
@@ -251,6 +252,11 @@ class Tracer:
         tensor = node.inputs[input_index]
         self.slots.append(Slot(self.node_index[id(node)], input_index, tensor.name, axis, ids, role))
         self.touch(node, ids)
+
+    def defer(self, check) -> None:
+        """Run ``check()`` once every node is traced (before groups are formed): for a rule whose
+        verdict depends on nodes later in the graph. It may :meth:`freeze` ids."""
+        self.deferred.append(check)
 
     def block(self, node: gs.Node, reason: str) -> None:
         """Freeze every traced input of ``node``; its outputs carry no channel ids."""
@@ -373,6 +379,8 @@ def analyze(model: onnx.ModelProto, input_shapes: dict | None = None) -> Analysi
                 tracer.block(node, f"op {domain}{node.op} has no pruning rule")
             continue
         rule.trace(node, tracer)
+    for check in tracer.deferred:
+        check()
     for out in graph.outputs:
         ax = tracer.axis_of(out)
         if ax is not None:

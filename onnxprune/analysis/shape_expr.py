@@ -64,3 +64,33 @@ def shape_entries(tensor, const, rank_of, depth: int = 0) -> list | None:
         start, end = (int(np.asarray(b).reshape(-1)[0]) for b in bounds[:2])
         return data[slice(start, end, step)] if step else None
     return None
+
+
+def constant_source(tensor, index: int, const, rank_of):
+    """Where entry ``index`` of the computed shape ``tensor`` comes from when it is an element
+    of a constant: ``(concat node, input position, element position)`` for a ``Concat`` (seen
+    through ``Cast``/``Identity``) whose operand at that place is a constant; None otherwise.
+    Rewriting that element changes exactly that entry, for every reader of ``tensor``: the
+    caller checks that they all want the change (see :func:`readers`)."""
+    node = tensor.inputs[0] if isinstance(tensor, gs.Variable) and len(tensor.inputs) == 1 else None
+    for _ in range(4):
+        if node is None or node.op not in ("Cast", "Identity"):
+            break
+        source = node.inputs[0]
+        node = source.inputs[0] if isinstance(source, gs.Variable) and len(source.inputs) == 1 else None
+    if node is None or node.op != "Concat" or int(node.attrs.get("axis", 0)) not in (0, -1):
+        return None
+    start = 0
+    for k, part in enumerate(node.inputs):
+        entries = shape_entries(part, const, rank_of)
+        if entries is None:
+            return None
+        if start <= index < start + len(entries):
+            return (node, k, index - start) if const(part) is not None else None
+        start += len(entries)
+    return None
+
+
+def readers(tensor) -> list:
+    """The nodes that read ``tensor``."""
+    return list(tensor.outputs) if isinstance(tensor, gs.Variable) else []

@@ -13,11 +13,12 @@ selected outputs differ by whole box coordinates. So the comparison points are:
   inputs give equal selections up to the order of ties, and a genuine rewrite error (a wrong
   box, a wrong score) shows there just as it would in the output.
 
-A selection is a discontinuous function of values: ``TopK``, ``NonMaxSuppression``,
+A selection is a discontinuous function of float values: ``TopK``, ``NonMaxSuppression``,
 ``ArgMax``/``ArgMin``, ``NonZero``, ``Unique``, the comparisons (``Greater``, ``Less``,
 ``Equal``, ``GreaterOrEqual``, ``LessOrEqual``) and a ``Cast`` from a float to an integer type,
-applied to a tensor computed from the inputs' values. Shapes (``Shape``, ``Size``) are not
-values: shape arithmetic selects nothing.
+applied to a float tensor computed from the inputs' values. Integer values carry no round-off
+(magika compares its input bytes with ``Equal`` to one-hot them: exact, no selection), and
+shapes (``Shape``, ``Size``) are not values: shape arithmetic selects nothing.
 """
 
 from __future__ import annotations
@@ -47,29 +48,41 @@ class ComparisonPoints:
 
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element types of the model's tensors: declared, else inferred (on a weight-free copy)."""
+    from ..errors import OnnxPruneError
+    from ..graph import infer_value_info
+
     graph = model.graph
     types = {t.name: t.data_type for t in graph.initializer}
-    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
-        if vi.type.HasField("tensor_type"):
-            types[vi.name] = vi.type.tensor_type.elem_type
+    infos = list(graph.input) + list(graph.value_info) + list(graph.output)
+    if any(o and o not in {vi.name for vi in infos} for n in graph.node for o in n.output):
+        try:
+            infos += infer_value_info(model)
+        except OnnxPruneError:  # a graph shape inference cannot read: the declared types must do
+            pass
+    for vi in infos:
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            types.setdefault(vi.name, vi.type.tensor_type.elem_type)
     return types
 
 
-def _selects(node: onnx.NodeProto, types: dict[str, int]) -> bool:
+def _selects(node: onnx.NodeProto, types: dict[str, int], valued: set[str]) -> bool:
+    """Whether ``node`` selects by the value of a float it computes (integer values, such as
+    token ids compared with an ``Equal`` for a one-hot, carry no round-off: not a selection)."""
     if node.domain not in ("", "ai.onnx"):
         return False
+    floats = [name for name in node.input if name in valued and types.get(name) in _FLOATS]
     if node.op_type in SELECTION_OPS:
-        return True
+        return bool(floats)
     if node.op_type == "Cast":
         to = next((a.i for a in node.attribute if a.name == "to"), None)
-        return types.get(node.input[0]) in _FLOATS and to is not None and to not in _FLOATS
+        return bool(floats) and node.input[0] in floats and to is not None and to not in _FLOATS
     return False
 
 
 def comparison_points(model: onnx.ModelProto) -> ComparisonPoints:
-    """The :class:`ComparisonPoints` of ``model`` (see the module doc). ``model`` should carry
-    ``value_info`` (every normalized and rewritten model does) so that a ``Cast``'s source type
-    is known; without it a Cast is not taken for a selection."""
+    """The :class:`ComparisonPoints` of ``model`` (see the module doc). Element types come from
+    its ``value_info``, or from shape inference where it has none."""
     graph = model.graph
     types = _elem_types(model)
     valued = {i.name for i in graph.input if i.name not in {t.name for t in graph.initializer}}
@@ -83,7 +96,7 @@ def comparison_points(model: onnx.ModelProto) -> ComparisonPoints:
         if not any(name in valued for name in inputs) and not _reads_outer_values(node, valued):
             continue
         depends = [name for name in inputs if name in selected]
-        selects = _selects(node, types)
+        selects = _selects(node, types, valued)
         if not depends and not selects:
             valued.update(o for o in node.output if o)
             continue

@@ -326,6 +326,24 @@ def _einsum(a, *xs):
     return torch.einsum(a["equation"], *xs)
 
 
+@op("DepthToSpace")
+def _depth_to_space(a, x):
+    """ONNX DepthToSpace-13: DCR (the default) reads depth as ``(b, b, C)``, CRD as ``(C, b, b)``."""
+    b = int(a["blocksize"])
+    n, c, h, w = x.shape
+    if a.get("mode", "DCR") == "CRD":
+        return F.pixel_shuffle(x, b)
+    return x.reshape(n, b, b, c // (b * b), h, w).permute(0, 3, 4, 1, 5, 2).reshape(n, c // (b * b), h * b, w * b)
+
+
+@op("SpaceToDepth")
+def _space_to_depth(a, x):
+    """ONNX SpaceToDepth-13: output channel ``(i·b + j)·C + c``."""
+    b = int(a["blocksize"])
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h // b, b, w // b, b).permute(0, 3, 5, 1, 2, 4).reshape(n, c * b * b, h // b, w // b)
+
+
 def _attributes(node: onnx.NodeProto) -> dict:
     out = {}
     for attr in node.attribute:

@@ -193,6 +193,31 @@ class SliceRule(Rule):
             rw.set_const_input(node, 2, np.array(ends, dtype=dtype))
 
 
+def _shared_literal(node, t, position: int):
+    """The constant element behind entry ``position`` of ``node``'s computed shape input (input
+    1 of a Reshape or Expand), as :func:`~onnxprune.analysis.shape_expr.constant_source` finds
+    it; None when there is none. Rewriting it changes the shape for every node that reads it,
+    so when tracing (``t`` has ``defer``) the channels are frozen after the trace unless each
+    of those nodes is a Reshape or Expand whose data carries the same channel ids."""
+    from ..shape_expr import constant_source, readers
+
+    rank = lambda x: None if t.shape(x) is None else len(t.shape(x))  # noqa: E731
+    found = constant_source(node.inputs[1], position, t.const, rank)
+    if found is not None and hasattr(t, "defer"):
+        ids = t.axis_of(node.inputs[0]).ids
+
+        def all_readers_agree() -> None:
+            for reader in readers(node.inputs[1]):
+                other = t.axis_of(reader.inputs[0]) if reader.op in ("Reshape", "Expand") else None
+                if other is None or not np.array_equal(other.ids, ids):
+                    t.freeze(ids, f"{node.op} shares its computed shape with {reader.op} {reader.name}, which reads "
+                                  f"other channels (node {node.name})")
+                    return
+
+        t.defer(all_readers_agree)
+    return found
+
+
 def merged_ids(ids: np.ndarray, in_shape, c: int, j: int, k: int) -> np.ndarray:
     """Ids along one output axis made of input dims ``[j, k)`` (row-major), channel axis ``c``."""
     inner = int(np.prod(in_shape[c + 1:k], dtype=np.int64))
@@ -349,11 +374,20 @@ class ReshapeRule(_ReshapeLikeRule):
             if found[0] == "regroup" and not node.attrs.get("allowzero", 0) and 0 in np.asarray(target).tolist():
                 t.block(node, "Reshape that interleaves channels with a target that copies input dims (0)")
             return
-        if found[0] in ("move", "regroup"):
-            t.block(node, f"Reshape that {'moves' if found[0] == 'move' else 'interleaves'} the channel axis with a "
-                          "computed target")
-        elif len(self._synthesized_tail(found, t.shape(node.outputs[0]), t.axis_of(node.inputs[0]).axis)) > 1:
+        if found[0] == "move":
+            t.block(node, "Reshape that moves the channel axis with a computed target")
+        elif found[0] == "regroup" and self._channel_entry(node, t, found[1]) is None:
+            t.block(node, "Reshape that interleaves the channel axis with a computed target whose channel entry is "
+                          "not a constant")
+        elif found[0] in ("merge", "split") and \
+                len(self._synthesized_tail(found, t.shape(node.outputs[0]), t.axis_of(node.inputs[0]).axis)) > 1:
             t.block(node, "Reshape with a computed target and several trailing dims")
+
+    @staticmethod
+    def _channel_entry(node, t, axis: int):
+        """The constant element that writes output axis ``axis`` into a computed target (magika's
+        ``Concat(Shape(x)[0:1], [512], [256])``), see :func:`_shared_literal`."""
+        return _shared_literal(node, t, axis)
 
     @staticmethod
     def _synthesized_tail(found, out_shape, c: int) -> list:
@@ -373,6 +407,12 @@ class ReshapeRule(_ReshapeLikeRule):
             if values[axis] in (0, -1):
                 return
             values[axis] = kept
+        elif _channel_map(rw.shape(node.inputs[0]), rw.shape(out), rw.axis_of(node.inputs[0]).axis)[0] == "regroup":
+            concat, k, position = self._channel_entry(node, rw, axis)
+            part = np.array(concat.inputs[k].values, copy=True)
+            part.reshape(-1)[position] = kept
+            rw.set_const_input(concat, k, part)  # the expression stays; only the channel entry changes
+            return
         else:
             c = rw.axis_of(node.inputs[0]).axis
             out_shape = rw.shape(out)
@@ -492,3 +532,67 @@ class SpaceToDepthRule(Rule):
         if xa is None:
             return
         t.set_axis(node, node.outputs[0], 1, np.tile(xa.ids, int(node.attrs["blocksize"]) ** 2))
+
+
+@register("Expand")
+class ExpandRule(Rule):
+    """``Expand(x, shape)`` broadcasts ``x`` to ``shape``, numpy's rules aligned from the right
+    (ONNX spec, Expand-13). The channels pass through when the target's entry at the channel
+    axis leaves that axis as it is: 1, the channel count itself (a constant, rewritten with the
+    kept count), or the dim read at run time from a tensor with the same channels there
+    (``BroadcastTo`` of a decomposed LayerNorm's statistics to ``Shape(x)``)."""
+
+    def trace(self, node, t) -> None:
+        found = t.channel_input(node)
+        if found is None:
+            return
+        x, xa, shape = found
+        out_shape = t.shape(node.outputs[0])
+        target = t.input(node, 1)
+        entries = None if target is None else t.shape_entries(target)
+        if out_shape is None or entries is None:
+            t.block(node, "Expand with an unknown output shape or a target computed otherwise")
+            return
+        axis = xa.axis + len(out_shape) - len(shape)
+        position = axis - (len(out_shape) - len(entries))
+        entry = entries[position] if position >= 0 else 1
+        channels = len(xa.ids)
+        if isinstance(entry, tuple):
+            source = t.axes.get(entry[1])
+            same = source is not None and source.axis == entry[2] and np.array_equal(source.ids, xa.ids)
+        else:
+            same = entry in (1, channels) and out_shape[axis] == channels
+            if same and entry == channels != 1 and t.const(target) is None:  # a literal inside a computed target
+                same = self._literal(node, t, position) is not None
+        if not same:
+            t.block(node, "Expand whose target may change the channel axis")
+            return
+        t.set_axis(node, node.outputs[0], axis, xa.ids)
+
+    @staticmethod
+    def _literal(node, t, position: int):
+        return _shared_literal(node, t, position)
+
+    def rewrite(self, node, rw) -> None:
+        x, target = node.inputs[0], node.inputs[1]
+        xa = rw.axis_of(x)
+        if xa is None or rw.kept(x) == rw.channels(x):
+            return
+        entries = rw.const(target)
+        entries = entries if entries is not None else rw.shape(target) and [None] * int(rw.shape(target)[0])
+        position = rw.axis_of(node.outputs[0]).axis - (len(rw.shape(node.outputs[0])) - len(entries))
+        if position < 0:
+            return
+        if hasattr(target, "values"):
+            values = np.array(target.values, copy=True).reshape(-1)
+            if values[position] == rw.channels(x) != 1:
+                values[position] = rw.kept(x)
+                rw.set_const_input(node, 1, values)
+            return
+        source = self._literal(node, rw, position)
+        if source is not None:
+            concat, k, element = source
+            part = np.array(concat.inputs[k].values, copy=True)
+            if part.reshape(-1)[element] == rw.channels(x) != 1:
+                part.reshape(-1)[element] = rw.kept(x)
+                rw.set_const_input(concat, k, part)
