@@ -402,10 +402,18 @@ def test_run_model_errors(paths):
         run_model(session, Dataset({"z": np.ones((2, 4), np.float32)}))
     with pytest.raises(OnnxPruneError, match="onnxruntime failed to run the model"):
         run_model(session, Dataset({"x": np.ones((2, 5), np.float32)}))
-    fixed = make_session(classifier(W_ID, ZERO_B, batch=1))
-    with pytest.raises(OnnxPruneError, match="fixed batch size of 1"):
-        run_model(fixed, Dataset({"x": np.ones((4, 4), np.float32)}), batch_size=2)
-    assert run_model(fixed, Dataset({"x": np.ones((4, 4), np.float32)}))["y"].shape == (4, 3)
+
+
+
+def test_a_fixed_batch_runs_in_runs_of_its_size(paths):
+    """A model whose input fixes the batch (to 1 here, or 2) takes its samples that many at a
+    time, whatever batch size is asked, the last run padded and the padding dropped."""
+    x = np.random.default_rng(6).standard_normal((5, 4)).astype(np.float32)
+    for batch in (1, 2):
+        fixed = make_session(classifier(paths["w"], paths["b"], batch=batch))
+        for batch_size in (1, 2, 4):
+            out = run_model(fixed, Dataset({"x": x}), batch_size=batch_size)
+            np.testing.assert_allclose(out["y"], x @ paths["w"] + paths["b"], rtol=1e-5, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- comparing

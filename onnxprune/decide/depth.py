@@ -133,19 +133,22 @@ def _branch_norm(g, inits, block: ResidualBlock) -> float:
 
 def similarity_scores(analysis, data, batch_size: int = 64) -> dict[str, float]:
     """The ``similarity`` criterion (``1 - cos(x, y)``, mean over samples) for every removable
-    block, from one pass of the model over ``data`` (a :class:`~onnxprune.runtime.evaluate.Dataset`).
-    Memory: one batch of every block's input and output."""
-    from ..runtime.activations import stream
+    block, from one pass of the model over ``data`` (a :class:`~onnxprune.runtime.evaluate.Dataset`),
+    each sample's block input and output compared on its own (their sample axis traced,
+    :mod:`onnxprune.runtime.samples`). Memory: every block's input and output, run by run."""
+    from ..runtime.activations import capture
 
     blocks = analysis.removable_blocks
     if not blocks:
         return {}
     names = sorted({b.shortcut for b in blocks} | {b.output for b in blocks})
+    captured = capture(analysis.model, data, names, batch_size)
     totals = {b.id: 0.0 for b in blocks}
-    for _, values in stream(analysis.model, data, names, batch_size):
+    for k in range(captured.plan.runs):
         for b in blocks:
-            x = values[b.shortcut].reshape(len(values[b.shortcut]), -1).astype(np.float64)
-            y = values[b.output].reshape(len(values[b.output]), -1).astype(np.float64)
+            x = captured.samples_of(b.shortcut, k)
+            y = captured.samples_of(b.output, k)
+            x, y = x.reshape(len(x), -1).astype(np.float64), y.reshape(len(y), -1).astype(np.float64)
             denom = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
             cos = np.where(denom > 0, np.sum(x * y, axis=1) / np.where(denom > 0, denom, 1.0), 1.0)
             totals[b.id] += float(np.sum(1.0 - cos))

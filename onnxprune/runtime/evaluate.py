@@ -348,51 +348,25 @@ def run_model(
     batch_size: int = 1,
     progress: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Run every sample of ``data`` through ``session`` and return ``{output name: array}``.
+    """Run every sample of ``data`` through ``session`` and return ``{output name: array}``,
+    samples on axis 0.
 
-    Batches of ``batch_size`` samples are fed in order and each output's batches are
-    concatenated on axis 0 (scalar outputs are stacked, one entry per batch). Only the
-    session's inputs are fed; other arrays in ``data`` are ignored. ``progress`` shows a
-    progress bar on stderr.
+    Batches of ``batch_size`` samples are fed in order; a model whose inputs fix the batch
+    size runs in batches of that size instead (the last one padded, the padding dropped:
+    :mod:`onnxprune.runtime.samples`). Each output's runs are joined on the axis that holds
+    its samples (traced; moved to axis 0, so a time-major ``[T, N, K]`` output comes back
+    ``[N, T, K]``); an output without one (a per-model constant) is returned as the first run
+    computed it. Only the session's inputs are fed; other arrays in ``data`` are ignored.
+    ``progress`` shows a progress bar on stderr.
 
-    Raises :class:`OnnxPruneError` if ``data`` lacks a model input, a model input has a fixed
-    batch size that ``batch_size`` or the sample count does not fit, or onnxruntime fails
+    Raises :class:`OnnxPruneError` if ``data`` lacks a model input, or onnxruntime fails
     (with its first message line).
     """
+    from .samples import run_session
+
     _check_positive("batch_size", batch_size)
-    specs = input_specs(session)
-    missing = [spec.name for spec in specs if spec.name not in data.inputs]
-    if missing:
-        raise OnnxPruneError(
-            f"data has no array for model input(s) {', '.join(map(repr, missing))} "
-            f"(data has: {', '.join(map(repr, data.inputs))})"
-        )
-    for spec in specs:
-        fixed = spec.shape[0] if spec.shape else None
-        if fixed is not None and (batch_size != fixed or len(data) % fixed):
-            raise OnnxPruneError(
-                f"model input '{spec.name}' has a fixed batch size of {fixed}; use batch size "
-                f"{fixed} with a sample count divisible by it (got batch size {batch_size}, "
-                f"{len(data)} samples)"
-            )
-    output_names = [out.name for out in session.get_outputs()]
-    chunks: dict[str, list[np.ndarray]] = {name: [] for name in output_names}
-    batches = progress_bar(data.batches(batch_size), data.num_batches(batch_size), "running", progress)
-    for batch in batches:
-        feed = {spec.name: batch[spec.name] for spec in specs}
-        try:
-            results = session.run(output_names, feed)
-        except Exception as exc:
-            raise OnnxPruneError(f"onnxruntime failed to run the model: {ort_message(exc)}") from None
-        for name, result in zip(output_names, results):
-            chunks[name].append(np.asarray(result))
-    return {name: _join(parts) for name, parts in chunks.items()}
-
-
-def _join(parts: list[np.ndarray]) -> np.ndarray:
-    if any(part.ndim == 0 for part in parts):
-        return np.stack(parts)
-    return np.concatenate(parts, axis=0)
+    captured = run_session(session, data, batch_size, progress=progress)
+    return {name: captured.joined(name, samples_first=True) for name in captured.names()}
 
 
 # --------------------------------------------------------------------------- comparing

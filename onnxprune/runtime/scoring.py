@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 
 import numpy as np
 import onnx
@@ -26,11 +27,12 @@ import onnx
 from ..analysis.cost import CostModel
 from ..decide.plan import GroupPlan, PruningPlan, resolve
 from ..errors import OnnxPruneError
-from ..graph.subgraph import crossing, node_reads, submodel, value_info
+from ..graph.subgraph import crossing, node_reads, submodel
 from ..pipeline import load_and_analyze
 from ..decide.depth import dropped_nodes
 from ..rewrite import apply_removal
 from .evaluate import Dataset, compare_outputs, load_data, random_data, run_model
+from .samples import run_all, trace_axes
 from .session import input_specs, make_session
 
 
@@ -146,7 +148,7 @@ class PlanEvaluator:
         if self.spec.recover != "none":
             pruned, _ = recover(self.analysis, pruned, removed, self.data, self.spec.recover, seed=self.spec.seed,
                                 batch_size=self.spec.batch_size, start=start,
-                                dropped_from=min(dropped) if dropped else None)
+                                dropped_from=min(dropped) if dropped else None, axes=self.axes)
         return pruned
 
     def score_sparsities(self, sparsities: dict[str, float]) -> PlanScore:
@@ -172,14 +174,17 @@ class PlanEvaluator:
     def group_scores(self, group_id: str, ratios: list[float]) -> list[PlanScore]:
         """Scores of ``group_id`` pruned alone at each of ``ratios`` (the other groups whole).
 
-        The activations entering the group's first node are computed once; each ratio runs
-        the rewritten model from that node on. Memory: those activations for every sample."""
+        The activations entering the group's first node are computed once, run by run
+        (:func:`~onnxprune.runtime.activations.capture`); each ratio runs the rewritten model
+        from that node on. Memory: those activations for every sample."""
+        from .activations import capture, fed
+
         group = self.analysis.group(group_id)
         model = self.analysis.model
         cut = min(self._position[name] for name in group.nodes)
         names = crossing(model, cut)
         prefix_names = {n.name for n in model.graph.node[:cut]}
-        acts = self._prefix(cut, names)
+        acts = capture(model, self.data, names, self.spec.batch_size, self.spec.threads, self.axes)
         scores = []
         for ratio in ratios:
             plan = self.plan_for({group_id: ratio})
@@ -188,26 +193,16 @@ class PlanEvaluator:
             nodes = [n for n in pruned.graph.node if n.name not in prefix_names]
             reads = set().union(*(node_reads(n) for n in nodes))
             wanted = [o.name for o in pruned.graph.output if o.name not in acts]  # the rest come from the prefix
-            inputs = [value_info(name, onnx.helper.np_dtype_to_tensor_dtype(acts[name].dtype), acts[name].shape)
-                      for name in names if name in reads]
-            rest = submodel(pruned, nodes, inputs, wanted)
-            ran = run_model(self._session(rest), Dataset({vi.name: acts[vi.name] for vi in inputs}), self.spec.batch_size)
-            outputs = {name: ran[name] if name in ran else acts[name] for name in self.reference}
+            rest = submodel(pruned, nodes, fed(acts, [name for name in names if name in reads]), wanted)
+            ran = run_all(self._session(rest), acts, wanted, self.axes)
+            outputs = {name: (ran if name in ran else acts).joined(name, samples_first=True) for name in self.reference}
             scores.append(self._score(outputs, removed))
         return scores
 
-    def _prefix(self, cut: int, names: list[str]) -> dict[str, np.ndarray]:
-        """The values of ``names`` on the calibration data (graph inputs, or tensors the first
-        ``cut`` nodes of the original model compute)."""
-        acts = {name: array for name, array in self.data.inputs.items() if name in names}
-        computed = [name for name in names if name not in acts]
-        if computed:
-            model = self.analysis.model
-            inits = {t.name for t in model.graph.initializer}
-            inputs = [vi for vi in model.graph.input if vi.name not in inits]
-            prefix = submodel(model, model.graph.node[:cut], inputs, computed)
-            acts.update(run_model(self._session(prefix), self.data, self.spec.batch_size))
-        return acts
+    @cached_property
+    def axes(self) -> dict:
+        """The sample axis of every tensor of the model (traced once, :func:`trace_axes`)."""
+        return trace_axes(self.analysis.model, self.data)
 
 
 _CACHE: dict[str, PlanEvaluator] = {}

@@ -42,6 +42,7 @@ from ..errors import OnnxPruneError
 from ..analysis.groups import IN, Analysis
 from ..runtime.activations import Walker
 from ..runtime.evaluate import Dataset
+from ..runtime.samples import trace_axes
 
 METHODS = ("none", "bn", "reconstruct")
 
@@ -84,13 +85,16 @@ class _Layer:
 
 def recover(analysis: Analysis, pruned: onnx.ModelProto, removed: np.ndarray, data: Dataset, method: str, *,
             ridge: float = 1e-3, positions: int = 16, batch_size: int = 64, seed: int = 0, progress=None,
-            start: tuple[int, dict] | None = None, dropped_from: int | None = None) -> tuple[onnx.ModelProto, RecoveryReport]:
+            start: tuple[int, object] | None = None, dropped_from: int | None = None,
+            axes: dict | None = None) -> tuple[onnx.ModelProto, RecoveryReport]:
     """Repair ``pruned`` (what :func:`~onnxprune.rewrite.apply_removal` made of ``analysis``
     with ``removed``) on the calibration ``data``; returns the repaired model (``pruned`` is
     changed in place) and what was done. ``positions``: output positions sampled per sample for
     a Conv's least squares. ``progress(done, total)`` is told after each layer. ``start``:
     ``(cut, activations)`` when both models are known identical before the original's node
-    ``cut``, with the activations crossing it: the walk starts there. ``dropped_from``: the
+    ``cut``, with the activations crossing it (a :class:`~onnxprune.runtime.samples.Captured`):
+    the walk starts there. ``axes``: the sample axes of the original's tensors
+    (:func:`~onnxprune.runtime.samples.trace_axes`, traced here when not given). ``dropped_from``: the
     original index of the first node of a dropped residual block (depth pruning), after which
     every layer's input has changed: ``reconstruct`` refits every layer after it, and ``bn``
     corrects every layer from there on.
@@ -113,18 +117,19 @@ def recover(analysis: Analysis, pruned: onnx.ModelProto, removed: np.ndarray, da
     if layers:
         original = analysis.model
         position = {n.name: i for i, n in enumerate(original.graph.node)}
+        axes = axes if axes is not None else trace_axes(original, data)
         if start is None:
-            walkers = (Walker(original, data, batch_size), Walker(pruned, data, batch_size))
+            walkers = (Walker(original, data, batch_size, axes=axes), Walker(pruned, data, batch_size, axes=axes))
         else:
             cut, acts = start
             before = {n.name for n in original.graph.node[:cut]}
             pruned_cut = next((i for i, n in enumerate(pruned.graph.node) if n.name not in before), len(pruned.graph.node))
-            walkers = (Walker(original, data, batch_size, start=(cut, acts)),
-                       Walker(pruned, data, batch_size, start=(pruned_cut, acts)))
+            walkers = (Walker(original, data, batch_size, start=(cut, acts), axes=axes),
+                       Walker(pruned, data, batch_size, start=(pruned_cut, acts), axes=axes))
         fix = _Reconstruct(ridge, positions, seed) if method == "reconstruct" else _Moments()
         count = len(pruned.graph.initializer)
         for k, layer in enumerate(layers, 1):
-            y_original = walkers[0].run_to(position[layer.node.name] + 1)[layer.node.output[0]]
+            y_original = walkers[0].run_to(position[layer.node.name] + 1).joined(layer.node.output[0], samples_first=True)
             report.layers.append(fix.apply(pruned, walkers[1], layer, fix.target(layer, y_original), batch_size))
             if progress:
                 progress(k, len(layers))
@@ -267,9 +272,9 @@ class _Moments:
         """Correct the layer; the walker then holds its corrected output (``a y + b`` exactly)."""
         mean_o, var_o = target
         acts = walker.run_to(layer.index + 1)
-        y = acts[layer.node.output[0]]
+        name = layer.node.output[0]
         sums = _Sums()
-        sums.add(y)
+        sums.add(acts.joined(name, samples_first=True))
         mean_p, var_p = sums.moments(None)
         std_o, std_p = np.sqrt(var_o), np.sqrt(var_p)
         a = np.where(std_p > 1e-12, std_o / np.where(std_p > 1e-12, std_p, 1.0), 1.0)
@@ -279,9 +284,10 @@ class _Moments:
         if np.allclose(a, 1.0, rtol=0, atol=1e-7) and np.allclose(b, 0.0, rtol=0, atol=1e-7 * scale):
             return LayerFix(layer.node.name, layer.node.op_type, before, before, False)
         _affine(pruned, layer.node, a, b)
-        shape = [1] * y.ndim
+        runs = acts.runs[name]
+        shape = [1] * runs[0].ndim
         shape[1] = -1
-        acts[layer.node.output[0]] = (y * a.reshape(shape) + b.reshape(shape)).astype(y.dtype)
+        acts.set(name, [(y * a.reshape(shape) + b.reshape(shape)).astype(y.dtype) for y in runs], acts.axes.get(name))
         return LayerFix(layer.node.name, layer.node.op_type, before, 0.0, True)
 
 
@@ -397,9 +403,9 @@ class _Reconstruct:
         acts = walker.run_to(layer.index)
         w_t, w = _values(pruned, node.input[1])
         dtype = numpy_helper.to_array(w_t).dtype
-        x = acts[node.input[0]]
-        rows = [self._inputs(layer, np.asarray(x[s:s + batch_size], np.float64), w.shape, slice(s, s + batch_size), len(x))
-                for s in range(0, len(x), batch_size)]
+        plan = acts.plan
+        rows = [self._inputs(layer, np.asarray(acts.samples_of(node.input[0], k), np.float64), w.shape, plan.real(k),
+                             plan.n) for k in range(plan.runs)]
         a = np.concatenate(rows)
         y_now = self._current(pruned, node, a, w)
         before = _relative(y_now - target, target)
