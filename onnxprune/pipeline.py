@@ -395,7 +395,7 @@ class Measurements:
 
             self.spec = EvaluatorSpec(str(model_path), dict(input_shapes), str(options.data),
                                       criterion=options.criterion, seed=options.seed, calib_samples=options.calib_samples,
-                                      recover=options.recover)
+                                      recover=options.recover, metric=options.metric)
 
     def __enter__(self) -> Measurements:
         return self
@@ -440,20 +440,15 @@ class Measurements:
         return self._losses(sparsity_task, candidates)
 
     def _losses(self, task, items: list) -> list[float]:
-        from .decide.sensitivity import loss_of, metric_value, resolve_metric
         from .runtime.executors import executor
         from .runtime.scoring import evaluator_for
 
         spec = self._need_spec()
         if self._pool is None:
-            local = evaluator_for(spec)
-            reference = next(iter(local.reference.values()))
-            self.metric = resolve_metric(self.options.metric, local.data.labels is not None,
-                                         reference.ndim == 2 and reference.shape[1] > 1)
-            self.baseline = 0.0 if self.metric == "rel_mse" else metric_value(local.baseline_score(), self.metric)
+            self.task = evaluator_for(spec).task
             self._pool = self._stack.enter_context(executor(self.options.jobs, self.options.scheduler))
         futures = [self._pool.submit(task, spec, item) for item in items]
-        return [loss_of(metric_value(f.result(), self.metric), self.baseline, self.metric) for f in futures]
+        return [self.task.loss(f.result()["value"]) for f in futures]
 
     def generation(self, generation: int, best: float) -> None:
         self.progress(f"evolution, generation {generation}, best loss {best:.4g}")
@@ -694,32 +689,21 @@ def measured_latency(analysis: Analysis, model: onnx.ModelProto, options: PruneO
 
 def _recovery_helps(original: onnx.ModelProto, unrecovered: onnx.ModelProto, recovered: onnx.ModelProto, data,
                     metric: str, report: RecoveryReport) -> bool:
-    """Whether the recovered model's loss on the calibration data (the metric, see
-    :mod:`onnxprune.decide.sensitivity`) is at most the unrecovered one's: recovery fixes one
-    layer at a time, and the model as a whole must not come out worse. Records both in
-    ``report``."""
-    from .decide.sensitivity import loss_of, metric_value, resolve_metric
-    from .runtime.evaluate import compare_outputs, run_model
+    """Whether the recovered model's loss on ``data`` (the task metric of the first output,
+    :class:`~onnxprune.runtime.scoring.TaskMetric`) is at most the unrecovered one's: recovery
+    fixes one layer at a time, and the model as a whole must not come out worse. ``data`` is
+    the held-out part of the calibration data where there is one. Records both in ``report``."""
+    from .runtime.evaluate import run_model
+    from .runtime.scoring import TaskMetric
     from .runtime.session import make_session
 
     def outputs(model):
         return run_model(make_session(model.SerializeToString(), allow_spinning=False), data, 64)
 
-    reference = outputs(original)
-    first = next(iter(reference.values()))
-    report.metric = resolve_metric(metric, data.labels is not None, first.ndim == 2 and first.shape[1] > 1)
-    baseline = compare_outputs(reference, reference, data.labels)[0]
-
-    def loss(model) -> float:
-        c = compare_outputs(reference, outputs(model), data.labels)[0]
-        score = {"accuracy": c.accuracy_pruned, "top1_agreement": c.top1_agreement,
-                 "cosine_similarity": c.cosine_similarity, "relative_mse": c.relative_mse}
-        base = {"accuracy": baseline.accuracy_pruned, "top1_agreement": 1.0, "cosine_similarity": 1.0,
-                "relative_mse": 0.0}
-        return loss_of(metric_value(score, report.metric), 0.0 if report.metric == "rel_mse"
-                       else metric_value(base, report.metric), report.metric)
-
-    report.loss_without, report.loss_with = loss(unrecovered), loss(recovered)
+    task = TaskMetric.of(original, outputs(original), data.labels, metric)
+    report.metric = task.name
+    report.loss_without = task.loss(task.value(outputs(unrecovered)))
+    report.loss_with = task.loss(task.value(outputs(recovered)))
     report.kept = report.loss_with <= report.loss_without
     return report.kept
 

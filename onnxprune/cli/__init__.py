@@ -2,7 +2,8 @@
 
 Thin by design: every command calls the Python API and formats its result (one module per
 command; what they share is in :mod:`.common`). Exit codes: 0 ok, 2 bad input or options (one
-line on stderr, ``error: ...``), 130 SIGINT, 143 SIGTERM, 1 internal error.
+line on stderr, ``error: ...``), 1 a check failed (``verify --max-drop``), 130 SIGINT, 143 SIGTERM,
+70 internal error.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def main() -> None:
       onnxprune finetune pruned.onnx --teacher model.onnx --data train.npz -o tuned.onnx
       onnxprune export-triton pruned.onnx --repo model_repository --name pruned
 
-    Exit codes: 0 ok, 2 bad input or options (one 'error:' line; nothing written), 130 SIGINT,
-    143 SIGTERM, 1 internal error. No command ever overwrites a file it reads.
+    Exit codes: 0 ok, 1 a check failed (verify --max-drop), 2 bad input or options (one 'error:'
+    line; nothing written), 130 SIGINT, 143 SIGTERM, 70 internal error. No command ever
+    overwrites a file it reads.
     """
 
 

@@ -24,9 +24,11 @@ from .common import Column, Output, handle_errors, input_shape_option, json_text
 @click.option("--calib-samples", type=click.IntRange(min=2), help="Use the first N samples of --data (default: all).")
 @click.option("--ratios", default=",".join(f"{r:g}" for r in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)),
               show_default=True, metavar="R,R,...", help="Pruning ratios at which --sensitivity measures each group.")
-@click.option("--metric", type=click.Choice(["auto", "accuracy", "agreement", "cosine", "rel_mse"]), default="auto",
-              show_default=True, help="What --sensitivity measures; auto: accuracy with labels, else top-1 agreement "
-                                      "for classifiers, else cosine similarity.")
+@click.option("--metric", type=click.Choice(["auto", "accuracy", "agreement", "top1", "map50", "ctc", "iou", "cosine", "rel_mse"]), default="auto",
+              show_default=True, help="The task metric --sensitivity measures on the first output; auto: accuracy "
+                                      "with labels, else top-1 agreement for classifiers, mAP@0.5 for detection "
+                                      "heads, CTC string agreement for [N, T, K] sequences, IoU for dense maps, "
+                                      "else cosine similarity.")
 @click.option("--criterion", type=click.Choice(["l1", "l2", "bn-scale", "fpgm", "random"]), default="l1",
               show_default=True, help="Which channels --sensitivity removes at each ratio.")
 @click.option("--recover", type=click.Choice(["none", "bn", "reconstruct"]), default="none", show_default=True,
@@ -166,7 +168,7 @@ def _measure(out: Output, model, shapes, data_path, calib_samples, ratios, metri
     from ..runtime.scoring import EvaluatorSpec
 
     spec = EvaluatorSpec(str(model), shapes, str(data_path), criterion=criterion, calib_samples=calib_samples,
-                         recover=recover)
+                         recover=recover, metric=metric)
     if not out.progress():
         return measure(spec, ratios, metric, jobs=jobs, scheduler=scheduler)
     from rich.console import Console

@@ -1,10 +1,10 @@
 """What every command shares: one-line errors and exit codes, signals, the common options, and
 human output (rich tables on a terminal, plain text otherwise).
 
-Exit codes: 0 ok; 2 bad input, a bad option or an environment failure (one line on stderr,
-``error: ...``); 130 SIGINT; 143 SIGTERM; 1 an internal error (``ONNXPRUNE_DEBUG=1`` shows its
-traceback). Nothing is written by a command that exits with 2, 130 or 143, unless its message
-says so.
+Exit codes: 0 ok; 1 a check failed (``verify --max-drop``); 2 bad input, a bad option or an
+environment failure (one line on stderr, ``error: ...``); 130 SIGINT; 143 SIGTERM; 70 an
+internal error (``ONNXPRUNE_DEBUG=1`` shows its traceback; 70 is ``EX_SOFTWARE`` of
+sysexits.h). Nothing is written by a command that exits with 2, 70, 130 or 143.
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ FLAGS = {
 }
 
 
+INTERNAL_ERROR = 70
+"""Exit status of an internal error (sysexits.h ``EX_SOFTWARE``): 1 means a check failed."""
+
+
 def flag(name: str) -> str:
     """``ratio`` → ``--ratio``; ``input_shapes`` → ``--input-shape``."""
     return FLAGS.get(name, "--" + name.replace("_", "-"))
@@ -53,7 +57,7 @@ def fail(message: str, code: int) -> None:
 def handle_errors(fn):
     """Run a command: ``OnnxPruneError`` → ``error: ...`` and exit 2; SIGINT → 130 and SIGTERM →
     143 (nothing was written: once the outputs are published, interrupts are ignored); a closed
-    stdout pipe → 141, silently; anything else → ``internal error`` and exit 1."""
+    stdout pipe → 141, silently; anything else → ``internal error`` and exit 70."""
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
@@ -75,7 +79,7 @@ def handle_errors(fn):
             if os.environ.get("ONNXPRUNE_DEBUG"):
                 traceback.print_exc()
             first = (str(exc).splitlines() or [""])[0][:300]
-            fail(f"internal error: {type(exc).__name__}: {first} (set ONNXPRUNE_DEBUG=1 for details)", 1)
+            fail(f"internal error: {type(exc).__name__}: {first} (set ONNXPRUNE_DEBUG=1 for details)", INTERNAL_ERROR)
 
     return wrapper
 

@@ -35,7 +35,7 @@ from .common import Column, Output, flag, handle_errors, input_shape_option, jso
 @click.option("--recover", type=click.Choice(["none", "bn", "reconstruct"]), default="none", show_default=True,
               help="Repair the pruned layers on --data without training: least-squares reconstruction, or BN "
                    "statistics re-estimation.")
-@click.option("--metric", type=click.Choice(["auto", "accuracy", "agreement", "cosine", "rel_mse"]), default="auto",
+@click.option("--metric", type=click.Choice(["auto", "accuracy", "agreement", "top1", "map50", "ctc", "iou", "cosine", "rel_mse"]), default="auto",
               show_default=True, help="What the measuring schedules optimize (see 'analyze --help').")
 @click.option("--evaluations", type=click.IntRange(min=1), default=300, show_default=True,
               help="Fitness evaluations of the evolution schedule.")

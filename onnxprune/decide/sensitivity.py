@@ -9,16 +9,20 @@ recovery cannot repair. Measured with onnxruntime on calibration data through
 over local processes or a Dask cluster. The result is a :class:`SensitivityReport`, saved as
 JSON (``format: onnxprune.sensitivity/1``) and reusable by the ``sensitivity`` schedule.
 
-Metrics (``METRICS``; higher is better for all but ``rel_mse``):
+Metrics (``METRICS``): the task metric of the first output (:mod:`onnxprune.runtime.metrics`):
 
 * ``accuracy``: top-1 accuracy against the ``.npz`` labels (needs labels, a classifier output);
 * ``agreement``: top-1 agreement with the original model's predictions (classifier outputs);
+* ``top1``, ``map50``, ``ctc``, ``iou``: top-1 (accuracy with labels), detection mAP@0.5 against
+  the original's detections, CTC string agreement, dense-map IoU;
 * ``cosine``: cosine similarity of the first output with the original's, mean over samples;
 * ``rel_mse``: relative squared error of the first output, ``|y - y0|^2 / |y0|^2``.
 
-``auto`` picks accuracy when there are labels, else agreement for a classifier, else cosine.
-The **loss** of a point is what the metric lost: ``baseline - value`` (``value`` for
-``rel_mse``), so it is 0 for the unpruned model and grows with damage, for every metric.
+``auto`` picks from the output's shape and the op that computes it: accuracy or agreement for
+a classifier, mAP for a YOLO or end-to-end detection head, CTC agreement for ``[N, T, K]``
+sequences, IoU for dense maps, else cosine. The **loss** of a point is what the metric lost
+against the original (``baseline - value``; ``value`` for ``rel_mse``), so it is 0 for the
+unpruned model and grows with damage, for every metric.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from ..analysis.groups import Analysis
 from .plan import keep_count
 
 FORMAT = "onnxprune.sensitivity/1"
-METRICS = ("auto", "accuracy", "agreement", "cosine", "rel_mse")
+METRICS = ("auto", "accuracy", "agreement", "top1", "map50", "ctc", "iou", "cosine", "rel_mse")
 DEFAULT_RATIOS = tuple(round(0.1 * k, 1) for k in range(1, 10))
 
 
@@ -182,30 +186,11 @@ class SensitivityReport:
         return {b.id: b.loss for b in self.blocks}
 
 
-def resolve_metric(metric: str, has_labels: bool, classifier: bool) -> str:
-    """``auto`` → accuracy, agreement or cosine (see the module doc). Errors: a metric the
-    data or the output cannot give."""
+def check_metric(metric: str) -> str:
+    """``metric`` if it is one of :data:`METRICS`. Errors: ``OnnxPruneError`` otherwise."""
     if metric not in METRICS:
         raise OnnxPruneError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-    if metric == "auto":
-        return "accuracy" if has_labels and classifier else "agreement" if classifier else "cosine"
-    if metric == "accuracy" and not (has_labels and classifier):
-        raise OnnxPruneError("metric accuracy needs 'labels' in the data and a classifier output [N, K]")
-    if metric == "agreement" and not classifier:
-        raise OnnxPruneError("metric agreement needs a classifier output [N, K]")
     return metric
-
-
-def metric_value(score: dict, metric: str) -> float:
-    """The metric's value in a :class:`~onnxprune.runtime.scoring.PlanScore` dict."""
-    key = {"accuracy": "accuracy", "agreement": "top1_agreement", "cosine": "cosine_similarity",
-           "rel_mse": "relative_mse"}[metric]
-    return float(score[key])
-
-
-def loss_of(value: float, baseline: float, metric: str) -> float:
-    """What the metric lost (see the module doc)."""
-    return value if metric == "rel_mse" else baseline - value
 
 
 def check_ratios(ratios) -> list[float]:
@@ -234,11 +219,14 @@ def measure(spec, ratios=DEFAULT_RATIOS, metric: str = "auto", *, jobs: int = 1,
 
     start = time.perf_counter()
     ratios = check_ratios(ratios)
+    check_metric(metric)
+    if metric != spec.metric:
+        from dataclasses import replace
+
+        spec = replace(spec, metric=metric)
     local = evaluator_for(spec)  # validates the model and data here, before any worker starts
-    reference = next(iter(local.reference.values()))
-    classifier = reference.ndim == 2 and reference.shape[1] > 1
-    metric = resolve_metric(metric, local.data.labels is not None, classifier)
-    baseline = 0.0 if metric == "rel_mse" else metric_value(local.baseline_score(), metric)
+    task = local.task
+    metric, baseline = task.name, task.baseline
     groups = local.analysis.prunable_groups
     blocks = local.analysis.removable_blocks if with_blocks else []
     results: dict[str, list[dict]] = {}
@@ -254,8 +242,8 @@ def measure(spec, ratios=DEFAULT_RATIOS, metric: str = "auto", *, jobs: int = 1,
                 progress(k, len(futures))
     def measured(score: dict) -> dict:
         """The fields :class:`Point` and :class:`BlockDrop` share, from one PlanScore dict."""
-        value = metric_value(score, metric)
-        return dict(value=value, loss=loss_of(value, baseline, metric), macs_saved=1.0 - score["macs_kept"],
+        value = score["value"]
+        return dict(value=value, loss=task.loss(value), macs_saved=1.0 - score["macs_kept"],
                     params_saved=1.0 - score["params_kept"], accuracy=score["accuracy"],
                     agreement=score["top1_agreement"], cosine=score["cosine_similarity"], rel_mse=score["relative_mse"])
 

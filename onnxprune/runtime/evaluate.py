@@ -79,10 +79,10 @@ class Dataset:
             raise OnnxPruneError("dataset has no samples (axis 0 has length 0)")
         if self.labels is not None:
             labels = np.asarray(self.labels)
-            if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            if labels.ndim == 0 or labels.dtype.kind not in "iuf" or (labels.ndim == 1 and labels.dtype.kind == "f"):
                 raise OnnxPruneError(
-                    f"labels must be a 1-D integer array [N], got {labels.dtype} "
-                    f"with shape {list(labels.shape)}"
+                    f"labels must be int class indices [N] (or, for the CTC and detection metrics, "
+                    f"[N, L] token ids or [N, M, 6] boxes), got {labels.dtype} with shape {list(labels.shape)}"
                 )
             if len(labels) != n:
                 raise OnnxPruneError(f"labels has {len(labels)} entries but the inputs have {n} samples")
@@ -450,7 +450,7 @@ def compare_outputs(
     if labels is not None:
         labels = np.asarray(labels)
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-            raise OnnxPruneError(f"labels must be a 1-D integer array [N], got shape {list(labels.shape)}")
+            labels = None  # sequence or box labels: the task metrics read them (see verify)
     return [_compare_one(name, reference[name], candidate[name], labels) for name in reference]
 
 
@@ -534,9 +534,18 @@ class VerifyReport:
     batch_size: int
     outputs: list[OutputComparison]
     selected: dict[str, list[str]] = field(default_factory=dict)
+    metrics: list[TaskScore] = field(default_factory=list)
+    max_drop: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[TaskScore]:
+        """The task scores that dropped more than :attr:`max_drop` (empty without a gate)."""
+        return [m for m in self.metrics if self.max_drop is not None and m.drop > self.max_drop]
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict; ``outputs`` is a list of :meth:`OutputComparison.to_dict`."""
+        """A JSON-serialisable dict; ``outputs`` is a list of :meth:`OutputComparison.to_dict`,
+        ``metrics`` one :class:`TaskScore` per output, ``passed`` the ``max_drop`` gate."""
         return {
             "original": self.original,
             "pruned": self.pruned,
@@ -546,7 +555,65 @@ class VerifyReport:
             "batch_size": self.batch_size,
             "outputs": [out.to_dict() for out in self.outputs],
             "selected": dict(self.selected),
+            "metrics": [m.to_dict() for m in self.metrics],
+            "max_drop": self.max_drop,
+            "passed": not self.failed,
+            "notes": list(self.notes),
         }
+
+
+@dataclass(frozen=True)
+class TaskScore:
+    """One output's task metric (:mod:`onnxprune.runtime.metrics`): the original's own value
+    (``original``: 1 against itself, or its score against labels), the pruned model's, and how
+    much it dropped (``drop`` >= 0, in the metric's units); ``extra`` holds side figures
+    (``cer``, ``detections``, ``reference_detections``)."""
+
+    output: str
+    metric: str
+    original: float
+    pruned: float
+    drop: float
+    higher_is_better: bool = True
+    labels: bool = False
+    extra: dict | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"output": self.output, "metric": self.metric, "original": _json_float(self.original),
+                "pruned": _json_float(self.pruned), "drop": _json_float(self.drop),
+                "higher_is_better": self.higher_is_better, "labels": self.labels, "extra": self.extra}
+
+
+def task_scores(structure, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], labels,
+                metric: str | dict[str, str] = "auto") -> list[TaskScore]:
+    """One :class:`TaskScore` per output of ``reference`` (samples on axis 0). ``metric`` is a
+    name for every output, or ``{output: name}`` (others ``auto``); ``auto`` reads the task off
+    the output's shape and the op computing it in ``structure`` (the original's graph).
+    ``labels`` apply to the first output. Errors: ``OnnxPruneError`` for an unknown metric or
+    labels the metric cannot read."""
+    from .metrics import choose, producer_op
+
+    scores = []
+    for k, name in enumerate(reference):
+        wanted = metric.get(name, "auto") if isinstance(metric, dict) else metric
+        use = labels if k == 0 and wanted != "agreement" else None
+        chosen = choose(wanted, reference[name].shape, producer_op(structure, name))
+        use = use if chosen.labels_shape else None
+        if use is not None:
+            chosen = choose(wanted, reference[name].shape, producer_op(structure, name), use)
+        base, got = chosen.baseline(reference[name], use), chosen.score(reference[name], candidate[name], use)
+        scores.append(TaskScore(name, _metric_name(chosen, use is not None), base.value, got.value, got.drop(base.value),
+                                chosen.higher, use is not None, got.extra))
+    return scores
+
+
+def _metric_name(metric, labels: bool) -> str:
+    """The name reports give a metric: top-1 is ``accuracy`` against labels, else ``agreement``;
+    a detection metric names its layout (``map50:yolo``)."""
+    if metric.name == "top1":
+        return "accuracy" if labels else "agreement"
+    layout = getattr(metric, "layout", None)
+    return f"{metric.name}:{layout}" if layout else metric.name
 
 
 def verify(
@@ -559,6 +626,8 @@ def verify(
     batch_size: int = 1,
     provider: str = "cpu",
     progress: bool = False,
+    metric: str | dict[str, str] = "auto",
+    max_drop: float | None = None,
 ) -> VerifyReport:
     """Run ``original`` and ``pruned`` on the same data and compare their outputs.
 
@@ -570,12 +639,20 @@ def verify(
     back is an error). Inputs go through ``session.run`` (copied to the device on each run),
     which costs time but not accuracy.
 
+    Each output is also scored by its task metric (:func:`task_scores`; ``metric`` names it,
+    ``auto`` picks it from the output): top-1, mAP@0.5, CTC string agreement, map IoU or cosine.
+    With ``max_drop``, :attr:`VerifyReport.failed` lists the outputs whose metric dropped more.
+    A model with a fixed batch runs in runs of that size, and a note says so.
+
     Raises :class:`OnnxPruneError` if the models' inputs differ (names, dtypes or shapes) or
     their output names differ, if ``shapes`` is given together with ``data_path``, if a shape's
     batch axis differs from ``batch_size``, and for every error of the functions used.
     """
+    if max_drop is not None and not (0 <= max_drop < math.inf):
+        raise OnnxPruneError(f"{{max_drop}} must be >= 0, got {max_drop}")
     _check_positive("batch_size", batch_size)
-    selected, read = _selection_points(original, pruned)
+    structure = _structure(original)
+    selected, read = _selection_points(structure, pruned)
     ref_session = make_session(_with_points(original, read), provider, label=source_label(original))
     cand_session = make_session(_with_points(pruned, read), provider, label=source_label(pruned))
     ref_specs = input_specs(ref_session)
@@ -591,6 +668,17 @@ def verify(
         source = f"random(seed={seed})"
     ref_out = run_model(ref_session, data, batch_size, progress)
     cand_out = run_model(cand_session, data, batch_size, progress)
+    from .samples import batches, fixed_batch
+
+    fixed = fixed_batch(ref_specs)
+    notes = [batches(ref_specs, len(data), batch_size).note(fixed[0])] if fixed else []
+    outputs = [o.name for o in ref_session.get_outputs() if o.name not in read]
+    scores = task_scores(structure, {n: ref_out[n] for n in outputs}, {n: cand_out[n] for n in outputs},
+                         data.labels, metric)
+    for score in scores:
+        if score.metric.startswith("map50") and not (score.extra or {}).get("reference_detections"):
+            notes.append(f"the original finds no detection above 0.25 in {score.output} on this data: its mAP says "
+                         "nothing; verify on images with objects of the model's classes")
     return VerifyReport(
         original=source_label(original),
         pruned=source_label(pruned),
@@ -601,6 +689,9 @@ def verify(
         outputs=[replace(c, top1_agreement=None, accuracy_original=None, accuracy_pruned=None) if c.name in read else c
                  for c in compare_outputs(ref_out, cand_out, data.labels)],  # a selection input is no classifier
         selected=selected,
+        metrics=scores,
+        max_drop=max_drop,
+        notes=notes,
     )
 
 
@@ -618,13 +709,14 @@ def _structure(model: ModelSource) -> onnx.ModelProto:
         return proto
 
 
-def _selection_points(original: ModelSource, pruned: ModelSource) -> tuple[dict[str, list[str]], list[str]]:
-    """Outputs of ``original`` chosen by a selection (TopK, NMS, ArgMax, ...), each with the
-    tensors that selection reads (:mod:`onnxprune.runtime.exactness`), kept where ``pruned`` has
-    them too; and the list of those tensors, to compare as extra outputs."""
+def _selection_points(structure: onnx.ModelProto, pruned: ModelSource) -> tuple[dict[str, list[str]], list[str]]:
+    """Outputs of the original (``structure``: its graph, :func:`_structure`) chosen by a
+    selection (TopK, NMS, ArgMax, ...), each with the tensors that selection reads
+    (:mod:`onnxprune.runtime.exactness`), kept where ``pruned`` has them too; and the list of
+    those tensors, to compare as extra outputs."""
     from .exactness import comparison_points
 
-    points = comparison_points(_structure(original))
+    points = comparison_points(structure)
     if not points.selected:
         return {}, []
     candidate = _structure(pruned)

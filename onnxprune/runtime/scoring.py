@@ -58,6 +58,7 @@ class EvaluatorSpec:
     calib_samples: int | None = None
     batch_size: int = 64
     recover: str = "none"
+    metric: str = "auto"
 
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, default=str)
@@ -65,10 +66,11 @@ class EvaluatorSpec:
 
 @dataclass(frozen=True)
 class PlanScore:
-    """How a plan does: ``macs_kept``/``params_kept`` are fractions of the original; output
-    fidelity is measured on the first output: cosine similarity averaged over samples, max
-    absolute error, relative MSE; ``top1_agreement`` and ``accuracy`` where the output is a
-    classifier (accuracy needs labels)."""
+    """How a plan does: ``macs_kept``/``params_kept`` are fractions of the original; ``value``
+    is the task metric of the first output (the evaluator's ``metric``: accuracy, mAP@0.5, CTC
+    string agreement, ...); output fidelity on the first output: cosine similarity averaged over
+    samples, max absolute error, relative MSE; ``top1_agreement`` and ``accuracy`` where the
+    output is a classifier (accuracy needs labels)."""
 
     macs_kept: float
     params_kept: float
@@ -77,6 +79,7 @@ class PlanScore:
     top1_agreement: float | None
     accuracy: float | None
     relative_mse: float = 0.0
+    value: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,10 +113,12 @@ class PlanEvaluator:
         self.reference = run_model(session, data, spec.batch_size)
         self.baseline = compare_outputs(self.reference, self.reference, data.labels)[0]
         self._position = {n.name: i for i, n in enumerate(self.analysis.model.graph.node)}
+        self.task = TaskMetric.of(self.analysis.model, self.reference, data.labels, spec.metric)
 
     def baseline_score(self) -> dict:
         """The unpruned model's :class:`PlanScore`, as a dict."""
-        return PlanScore(1.0, 1.0, 1.0, 0.0, self.baseline.top1_agreement, self.baseline.accuracy_pruned, 0.0).to_dict()
+        return PlanScore(1.0, 1.0, 1.0, 0.0, self.baseline.top1_agreement, self.baseline.accuracy_pruned, 0.0,
+                         self.task.baseline).to_dict()
 
     def _session(self, model: onnx.ModelProto):
         return make_session(model.SerializeToString(), threads=self.spec.threads, allow_spinning=False)
@@ -138,6 +143,7 @@ class PlanEvaluator:
             top1_agreement=first.top1_agreement,
             accuracy=first.accuracy_pruned,
             relative_mse=float(first.relative_mse),
+            value=self.task.value(outputs),
         )
 
     def _recovered(self, removed: np.ndarray, start=None, blocks=(), dropped=frozenset()) -> onnx.ModelProto:
@@ -160,7 +166,8 @@ class PlanEvaluator:
         outputs = run_model(self._session(model), self.data, self.spec.batch_size)
         first = compare_outputs(self.reference, outputs, self.data.labels)[0]
         return PlanScore(1.0, 1.0 - sparsity_of(model), float(first.cosine_similarity), float(first.max_abs_error),
-                         first.top1_agreement, first.accuracy_pruned, float(first.relative_mse))
+                         first.top1_agreement, first.accuracy_pruned, float(first.relative_mse),
+                         self.task.value(outputs))
 
     def __call__(self, plan: PruningPlan) -> PlanScore:
         plan.validate(self.analysis)
@@ -203,6 +210,42 @@ class PlanEvaluator:
     def axes(self) -> dict:
         """The sample axis of every tensor of the model (traced once, :func:`trace_axes`)."""
         return trace_axes(self.analysis.model, self.data)
+
+
+@dataclass
+class TaskMetric:
+    """The task metric a search optimizes: ``name`` (as resolved from ``auto``) on the first
+    output (``output``, the original's values ``reference``), the original's ``baseline``
+    value, and the direction. :meth:`loss` is what a value lost against the baseline (0 for the
+    original; larger is worse, for every metric)."""
+
+    name: str
+    baseline: float
+    higher: bool
+    output: str
+    reference: np.ndarray
+    labels: object = None
+
+    @classmethod
+    def of(cls, model, reference: dict, labels, metric: str = "auto") -> TaskMetric:
+        """The metric ``metric`` for the first of the ``reference`` outputs of ``model`` (see
+        :func:`~onnxprune.runtime.evaluate.task_scores`). Errors: ``OnnxPruneError``."""
+        from .evaluate import task_scores
+
+        output = next(iter(reference))
+        (score,) = task_scores(model, {output: reference[output]}, {output: reference[output]}, labels, metric)
+        return cls(score.metric, score.original, score.higher_is_better, output, reference[output],
+                   labels if score.labels else None)
+
+    def value(self, outputs: dict) -> float:
+        """The metric of ``outputs`` (samples on axis 0) against the reference."""
+        from .metrics import make
+
+        name = "top1" if self.name in ("accuracy", "agreement") else self.name
+        return make(name).score(self.reference, outputs[self.output], self.labels).value
+
+    def loss(self, value: float) -> float:
+        return (self.baseline - value) if self.higher else (value - self.baseline)
 
 
 _CACHE: dict[str, PlanEvaluator] = {}
