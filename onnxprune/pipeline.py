@@ -529,20 +529,11 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
     model = drop_blocks(apply_removal(analysis, removed), blocks)
     before, after = cost_model.cost(), cost_model.dropping(dropped).cost_without(removed)
     recovery = fusion = None
+    warnings: list[str] = []
     if options.recover != "none" and (len(removed) or blocks):
         step(f"recovering ({options.recover})")
-        data = calibration_data(analysis.model, options)
-        unrecovered = onnx.ModelProto()
-        unrecovered.CopyFrom(model)
-        model, recovery = recover(analysis, model, removed, data, options.recover, seed=options.seed,
-                                  dropped_from=min(dropped) if dropped else None)
-        notes.append(f"recovery {options.recover}: {sum(f.applied for f in recovery.layers)} of {len(recovery.layers)} "
-                     f"layers fixed on {recovery.samples} calibration samples in {recovery.seconds:.1f} s")
-        if not _recovery_helps(analysis.model, unrecovered, model, data, options.metric, recovery):
-            model = unrecovered
-            notes.append(f"recovery {options.recover} made the calibration {recovery.metric} worse (loss "
-                         f"{recovery.loss_with:.4g} against {recovery.loss_without:.4g} without it): it was undone")
-        else:
+        model, recovery = _recover_checked(analysis, model, removed, options, dropped, notes, warnings)
+        if recovery.kept:
             after = Cost(after.macs, after.params + recovery.added_params, after.latency)
     if options.fuse and (len(removed) or blocks):  # an unchanged copy stays unchanged
         from .transform.fuse import fuse
@@ -553,7 +544,7 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
     pruned = sum(1 for g in plan.groups.values() if g.removed)
     blocked = sum(1 for g in analysis.groups if not g.prunable)
     criterion = describe_criterion(analysis, plan) if len(removed) else (plan.criterion or options.criterion)
-    latency, warnings = None, []
+    latency = None
     if table is not None:
         step("timing the pruned model against the original")
         latency = measured_latency(analysis, model, options, before, after)
@@ -687,6 +678,39 @@ def measured_latency(analysis: Analysis, model: onnx.ModelProto, options: PruneO
                         pruned_ms / original_ms, original_ms, pruned_ms, LATENCY_RUNS)
 
 
+def _recover_checked(analysis: Analysis, model: onnx.ModelProto, removed, options: PruneOptions, dropped, notes: list,
+                     warnings: list) -> tuple[onnx.ModelProto, RecoveryReport]:
+    """Recovery on the fit part of the calibration data, kept only where the held-out part
+    (:func:`onnxprune.runtime.calibration.split`) does not come out worse; notes and warnings
+    (layers left with fewer least-squares rows than unknowns) are appended."""
+    from .runtime.calibration import MIN_FOR_HOLDOUT, check_real, split
+
+    data = check_real(calibration_data(analysis.model, options))
+    fit, check = split(data, options.seed)
+    unrecovered = onnx.ModelProto()
+    unrecovered.CopyFrom(model)
+    model, recovery = recover(analysis, model, removed, fit, options.recover, seed=options.seed,
+                              dropped_from=min(dropped) if dropped else None)
+    recovery.checked_on = None if check is None else len(check)
+    held = (f", checked on {len(check)} held-out samples" if check is not None else
+            f", checked on the same samples (fewer than {MIN_FOR_HOLDOUT}: none held out)")
+    notes.append(f"recovery {options.recover}: {sum(f.applied for f in recovery.layers)} of {len(recovery.layers)} "
+                 f"layers fixed on {recovery.samples} calibration samples in {recovery.seconds:.1f} s{held}")
+    short = recovery.underdetermined
+    if short:
+        worst = min(short, key=lambda f: f.rows / f.unknowns)
+        warnings.append(f"recovery {options.recover}: {len(short)} layers had fewer least-squares rows than unknowns and "
+                        f"were not refit (e.g. {worst.node}: {worst.rows} rows for {worst.unknowns}); about "
+                        f"{recovery.samples_needed()} calibration samples would fill every fit")
+    if not _recovery_helps(analysis.model, unrecovered, model, check if check is not None else fit, options.metric,
+                           recovery):
+        where = "held-out" if check is not None else "calibration"
+        warnings.append(f"recovery {options.recover} made the {where} {recovery.metric} worse (loss "
+                        f"{recovery.loss_with:.4g} against {recovery.loss_without:.4g} without it): it was undone")
+        return unrecovered, recovery
+    return model, recovery
+
+
 def _recovery_helps(original: onnx.ModelProto, unrecovered: onnx.ModelProto, recovered: onnx.ModelProto, data,
                     metric: str, report: RecoveryReport) -> bool:
     """Whether the recovered model's loss on ``data`` (the task metric of the first output,
@@ -779,8 +803,11 @@ def _record_metadata(model, plan, options, before: Cost, after: Cost, criterion:
     if options.data:
         from .runtime.evaluate import calibration_record
 
-        used = recovery.samples if recovery is not None else None
-        entries["onnxprune.calibration"] = json.dumps(calibration_record(options.data, options.calib_samples, used))
+        used = recovery.samples + (recovery.checked_on or 0) if recovery is not None else None
+        record = calibration_record(options.data, options.calib_samples, used)
+        if recovery is not None:
+            record.update(fit=recovery.samples, check=recovery.checked_on)
+        entries["onnxprune.calibration"] = json.dumps(record)
     keep = [p for p in model.metadata_props if p.key not in entries]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)

@@ -294,7 +294,7 @@ def test_card_of_a_pruned_model(pruned, tmp_path):
     assert card["plan"]["format"] == "onnxprune.plan/1"
     assert card["plan"]["source"] == {"file": "plan.json", "sha256": sha256(pruned["plan"])}
     assert (p["schedule"], p["recovery"]) == ("uniform", "reconstruct")
-    assert p["calibration"] == {"file": CALIB.name, "sha256": sha256(CALIB), "samples": 500}
+    assert p["calibration"] == {"file": CALIB.name, "sha256": sha256(CALIB), "samples": 500, "fit": 400, "check": 100}
     assert card["accuracy"]["original"] == {"file": DIGITS.name, "sha256": sha256(DIGITS)}
     assert card["accuracy"]["data"] == {"npz": {"file": DATA.name, "sha256": sha256(DATA)}}
     text = json.dumps(card)

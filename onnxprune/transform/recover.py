@@ -57,6 +57,15 @@ class LayerFix:
     error_before: float
     error_after: float
     applied: bool
+    rows: int | None = None  # reconstruct: least-squares rows (samples x positions) ...
+    unknowns: int | None = None  # ... for this many unknowns per output channel
+
+
+ROWS_PER_UNKNOWN = 2
+"""``reconstruct`` samples enough output positions per calibration sample for this many rows
+per unknown of a layer's fit (where the layer's output has that many positions); a layer left
+with fewer rows than unknowns is not refit (an under-determined fit only memorizes the
+calibration data), and the report says how many samples it would need."""
 
 
 @dataclass
@@ -71,9 +80,23 @@ class RecoveryReport:
     loss_without: float | None = None
     loss_with: float | None = None
     kept: bool = True  # False: recovery made the calibration metric worse, and was undone
+    checked_on: int | None = None  # samples of the held-out check (None: checked on the fit data)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def underdetermined(self) -> list[LayerFix]:
+        """Layers not refit because they had fewer least-squares rows than unknowns."""
+        return [f for f in self.layers if f.rows is not None and f.unknowns is not None and f.rows < f.unknowns]
+
+    def samples_needed(self) -> int | None:
+        """Calibration samples every layer's fit would need to have as many rows as unknowns
+        (None when none is short)."""
+        short = self.underdetermined
+        if not short:
+            return None
+        return max(-(-f.unknowns * self.samples // max(f.rows, 1)) for f in short)
 
 
 @dataclass
@@ -81,6 +104,7 @@ class _Layer:
     index: int  # position in the pruned model's nodes
     node: onnx.NodeProto
     kept: np.ndarray | None  # original output channels kept (None: all)
+    unknowns: int = 0  # reconstruct: unknowns per output channel (weight inputs, + 1 for a bias)
 
 
 def recover(analysis: Analysis, pruned: onnx.ModelProto, removed: np.ndarray, data: Dataset, method: str, *,
@@ -175,8 +199,19 @@ def _layers(analysis: Analysis, pruned: onnx.ModelProto, alive: np.ndarray, meth
             skipped.append(f"{node.name}: its output channels are not on the axis its weight writes")
             continue
         kept = np.flatnonzero(alive[ax.ids]) if ax is not None else None
-        layers.append(_Layer(index, node, kept))
+        layers.append(_Layer(index, node, kept, _unknowns(node, inits)))
     return layers, skipped
+
+
+def _unknowns(node: onnx.NodeProto, inits: dict) -> int:
+    """Unknowns per output channel of a least-squares refit: the weight's inputs per output
+    (``C_in · kh · kw`` for a Conv, ``K`` for Gemm and MatMul), plus the bias (not MatMul)."""
+    dims = _dims(node.input[1], inits)
+    if node.op_type == "Conv":
+        return int(np.prod(dims[1:])) + 1
+    if node.op_type == "Gemm":
+        return int(dims[1] if _attr(node, "transB", 0) else dims[0]) + 1
+    return int(dims[0]) if dims else 0
 
 
 def _attr(node: onnx.NodeProto, name: str, default):
@@ -347,22 +382,26 @@ class _Reconstruct:
         self.ridge, self.positions, self.seed = ridge, positions, seed
         self.rows: dict[str, np.ndarray] = {}
 
-    def _rows(self, name: str, n: int, spatial: int) -> np.ndarray:
-        """Sampled output positions, [samples, positions] (fixed per layer for both models)."""
+    def _rows(self, layer: _Layer, n: int, spatial: int) -> np.ndarray:
+        """Sampled output positions, [samples, positions] (fixed per layer for both models):
+        ``positions`` per sample, more where :data:`ROWS_PER_UNKNOWN` rows per unknown need
+        them, at most every position."""
+        name = layer.node.name
         if name not in self.rows:
             rng = np.random.default_rng([self.seed, sum(name.encode())])
-            self.rows[name] = rng.integers(0, spatial, size=(n, min(self.positions, spatial)))
+            wanted = max(self.positions, -(-ROWS_PER_UNKNOWN * layer.unknowns // max(n, 1)))
+            self.rows[name] = rng.integers(0, spatial, size=(n, min(wanted, spatial)))
         return self.rows[name]
 
     def _pick(self, layer: _Layer, y: np.ndarray, samples: slice, total: int) -> np.ndarray:
         """Target rows of a layer output batch: [rows, channels]."""
         if layer.node.op_type == "Conv":
             flat = y.reshape(y.shape[0], y.shape[1], -1)
-            pos = self._rows(layer.node.name, total, flat.shape[2])[samples]
+            pos = self._rows(layer, total, flat.shape[2])[samples]
             return flat[np.arange(len(flat))[:, None], :, pos].reshape(-1, y.shape[1])
         if y.ndim > 2:  # MatMul on [..., T, K]: sample the positions of the middle axes
             flat = y.reshape(y.shape[0], -1, y.shape[-1])
-            pos = self._rows(layer.node.name, total, flat.shape[1])[samples]
+            pos = self._rows(layer, total, flat.shape[1])[samples]
             return flat[np.arange(len(flat))[:, None], pos].reshape(-1, y.shape[-1])
         return y
 
@@ -383,7 +422,7 @@ class _Reconstruct:
             xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
             oh = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1
             ow = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
-            pos = self._rows(node.name, total, oh * ow)[samples]
+            pos = self._rows(layer, total, oh * ow)[samples]
             n_idx = np.repeat(np.arange(len(x)), pos.shape[1])
             r, c = (pos // ow).reshape(-1), (pos % ow).reshape(-1)
             hi = r[:, None] * sh + np.arange(kh)[None, :] * dh
@@ -393,7 +432,7 @@ class _Reconstruct:
             return patches.reshape(len(n_idx), -1)
         if x.ndim > 2:
             flat = x.reshape(x.shape[0], -1, x.shape[-1])
-            pos = self._rows(node.name, total, flat.shape[1])[samples]
+            pos = self._rows(layer, total, flat.shape[1])[samples]
             return flat[np.arange(len(flat))[:, None], pos].reshape(-1, x.shape[-1])
         return x
 
@@ -409,15 +448,16 @@ class _Reconstruct:
         a = np.concatenate(rows)
         y_now = self._current(pruned, node, a, w)
         before = _relative(y_now - target, target)
-        if before <= 1e-12:
-            return LayerFix(node.name, node.op_type, before, before, False)
+        size = dict(rows=len(a), unknowns=a.shape[1] + (node.op_type != "MatMul"))
+        if before <= 1e-12 or size["rows"] < size["unknowns"]:
+            return LayerFix(node.name, node.op_type, before, before, False, **size)
         matrix, bias_scale = self._solve(node, a, target)
         fitted = a @ matrix[:-1] + matrix[-1] if bias_scale is not None else a @ matrix
         after = _relative(fitted - target, target)
         if after >= before:
-            return LayerFix(node.name, node.op_type, before, after, False)
+            return LayerFix(node.name, node.op_type, before, after, False, **size)
         self._write(pruned, node, w_t, w, matrix, bias_scale, dtype)
-        return LayerFix(node.name, node.op_type, before, after, True)
+        return LayerFix(node.name, node.op_type, before, after, True, **size)
 
     def _current(self, model, node, a: np.ndarray, w: np.ndarray) -> np.ndarray:
         """The layer's present output on the rows ``a`` (without running it)."""
