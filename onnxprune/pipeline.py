@@ -270,7 +270,7 @@ def make_plan(analysis: Analysis, options: PruneOptions, cost_model: CostModel |
     ``bn-scale`` on a model without BatchNorm, a budget that cannot be met.
     """
     options.validate()
-    _check_exclude(analysis, options.exclude)
+    check_exclude(analysis, options.exclude)
     schedule = "global" if options.global_rank else options.schedule
     criterion = options.plan.criterion if options.plan is not None and options.plan.criterion else options.criterion
     cost_model = cost_model or CostModel(analysis)
@@ -454,7 +454,8 @@ class Measurements:
         self.progress(f"evolution, generation {generation}, best loss {best:.4g}")
 
 
-def _check_exclude(analysis: Analysis, patterns) -> None:
+def check_exclude(analysis: Analysis, patterns) -> None:
+    """Every ``exclude`` glob must match a node or tensor name. Errors: ``OnnxPruneError``."""
     if not patterns:
         return
     names = {n.name for n in analysis.graph.nodes} | set(analysis.graph.tensors())

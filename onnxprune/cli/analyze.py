@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from ..errors import OnnxPruneError
@@ -38,9 +41,15 @@ from .common import Column, Output, handle_errors, input_shape_option, json_text
 @click.option("--scheduler", metavar="ADDRESS",
               help="Run --sensitivity on a Dask cluster (tcp://host:8786, or 'local' for a local one of --jobs "
                    "workers); needs Dask (pip install distributed) and the files at the same paths on every worker.")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="Leave out of --sensitivity the groups touching a matching node or tensor name (as prune "
+                   "--exclude; repeatable; must match something).")
+@click.option("--resume", is_flag=True,
+              help="Continue a --sensitivity scan from its checkpoint (--json PATH keeps one, PATH.partial, while "
+                   "the scan runs and after it fails or is interrupted).")
 @handle_errors
 def analyze(model, input_shape, json_path, fmt, quiet, verbose, plot_path, details, self_check, sensitivity, data_path,
-            calib_samples, ratios, metric, criterion, recover, jobs, scheduler):
+            calib_samples, ratios, metric, criterion, recover, jobs, scheduler, exclude, resume):
     """Find the coupled-channel groups and residual blocks of MODEL, and what blocks them.
 
     Prints one row per channel group: channels, the params and MACs it carries, and whether it
@@ -51,7 +60,8 @@ def analyze(model, input_shape, json_path, fmt, quiet, verbose, plot_path, detai
     With --sensitivity --data calib.npz, also prunes each group alone at each of --ratios (and
     drops each removable residual block alone), runs the calibration data in onnxruntime, and
     ranks the groups and blocks from the least to the most sensitive; --json keeps every curve (reusable by prune --sensitivity-from), --plot draws
-    them as a heatmap.
+    them as a heatmap. With --json PATH, every finished group and block is saved to
+    PATH.partial as the scan goes; --resume continues from it.
     """
     from ..graph.outputs import OutputSet
     from ..pipeline import load_and_analyze
@@ -61,9 +71,16 @@ def analyze(model, input_shape, json_path, fmt, quiet, verbose, plot_path, detai
     plot_fmt = plot_format(plot_path) if plot_path is not None else None
     if sensitivity and not data_path:
         raise OnnxPruneError("--sensitivity needs --data: a calibration .npz (see --help)")
+    if (resume or exclude) and not sensitivity:
+        raise OnnxPruneError(f"{'--resume' if resume else '--exclude'} applies to --sensitivity")
+    checkpoint = f"{out.json_file}.partial" if sensitivity and out.json_file else None
+    if resume and checkpoint is None:
+        raise OnnxPruneError("--resume continues from the checkpoint that --json PATH keeps (PATH.partial): give --json")
     ratio_list = _ratios(ratios)
-    reads = {"the input model": model, "the data": data_path}
-    with OutputSet({"json_path": out.json_file, "plot_path": plot_path}, reads) as outputs:
+    reads = {"the input model": model, "the data": data_path,
+             "the checkpoint": checkpoint if resume and os.path.exists(checkpoint) else None}
+    writes = {"json_path": out.json_file, "plot_path": plot_path}
+    with OutputSet(writes, reads) as outputs:
         shapes = parse_shapes(input_shape)
         with out.status("analyzing") as stage:
             analysis = load_and_analyze(model, shapes, outputs)
@@ -75,8 +92,13 @@ def analyze(model, input_shape, json_path, fmt, quiet, verbose, plot_path, detai
                 stage("self-check")
                 report["self_check"] = run_self_check(analysis).to_dict()
         if sensitivity:
+            if exclude:
+                from ..pipeline import check_exclude
+
+                check_exclude(analysis, exclude)
+            previous = _checkpoint(checkpoint) if resume else None
             report["sensitivity"] = _measure(out, model, shapes, data_path, calib_samples, ratio_list, metric, criterion,
-                                             recover, jobs, scheduler).to_dict()
+                                             recover, jobs, scheduler, exclude, checkpoint, previous).to_dict()
         if json_path is not None and not out.json_stdout:
             outputs.stage_bytes("json_path", json_text(report).encode())
         if plot_path is not None:
@@ -86,6 +108,8 @@ def analyze(model, input_shape, json_path, fmt, quiet, verbose, plot_path, detai
             else:
                 outputs.stage_file("plot_path", lambda temp: plot_groups(report, temp, plot_fmt))
         outputs.commit()
+    if checkpoint is not None and os.path.exists(checkpoint):
+        os.unlink(checkpoint)  # the scan is published whole
     _print(out, model, report, details or verbose, plot_path)
     if sensitivity:
         _print_sensitivity(out, report["sensitivity"])
@@ -161,24 +185,78 @@ def _ratios(text: str) -> list[float]:
     return check_ratios(values)
 
 
-def _measure(out: Output, model, shapes, data_path, calib_samples, ratios, metric, criterion, recover, jobs, scheduler):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+def _checkpoint(path: str):
+    from ..decide.sensitivity import SensitivityReport
+
+    if not os.path.exists(path):
+        raise OnnxPruneError(f"no checkpoint {path} to resume: it is kept while a scan with this --json runs, and after "
+                             "it fails or is interrupted")
+    return SensitivityReport.from_dict(_read(path))
+
+
+def _read(path: str) -> dict:
+    import json
+
+    try:
+        return json.loads(open(path, encoding="utf-8").read())
+    except (OSError, ValueError) as exc:
+        raise OnnxPruneError(f"cannot read the checkpoint {path}: {exc}") from None
+
+
+def _measure(out: Output, model, shapes, data_path, calib_samples, ratios, metric, criterion, recover, jobs, scheduler,
+             exclude=(), checkpoint=None, resume=None):
+    """The sensitivity scan, with a progress bar on a terminal and a plain line every few
+    seconds otherwise; a failure says where the finished part is kept."""
+    import time
 
     from ..decide.sensitivity import measure
     from ..runtime.scoring import EvaluatorSpec
 
     spec = EvaluatorSpec(str(model), shapes, str(data_path), criterion=criterion, calib_samples=calib_samples,
                          recover=recover, metric=metric)
-    if not out.progress():
-        return measure(spec, ratios, metric, jobs=jobs, scheduler=scheduler)
+    kw = dict(jobs=jobs, scheduler=scheduler, exclude=tuple(exclude), checkpoint=checkpoint, resume=resume)
+    try:
+        if out.progress():
+            return _with_bar(spec, ratios, metric, kw)
+        started, last = time.monotonic(), [time.monotonic()]
+
+        def lines(done, total):
+            now = time.monotonic()
+            if not out.quiet and (now - last[0] >= PROGRESS_EVERY_S or done == total):
+                last[0] = now
+                sys.stderr.write(f"sensitivity: {done}/{total} groups and blocks measured, {now - started:.0f} s\n")
+                sys.stderr.flush()
+
+        return measure(spec, ratios, metric, progress=lines, **kw)
+    except KeyboardInterrupt as exc:
+        if checkpoint is not None and os.path.exists(checkpoint):
+            exc.kept = checkpoint
+        raise
+    except (OnnxPruneError, RuntimeError) as exc:
+        if checkpoint is None or not os.path.exists(checkpoint):
+            raise
+        where = f"; the finished groups and blocks are in {checkpoint}: rerun with --resume to continue"
+        if isinstance(exc, OnnxPruneError):
+            raise OnnxPruneError(f"{exc.template}{where}") from None
+        raise RuntimeError(f"{exc}{where}") from exc
+
+
+PROGRESS_EVERY_S = 5.0
+"""Without a terminal, ``analyze --sensitivity`` prints a progress line at most this often."""
+
+
+def _with_bar(spec, ratios, metric, kw):
     from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from ..decide.sensitivity import measure
 
     columns = (TextColumn("sensitivity"), BarColumn(), TextColumn("{task.completed}/{task.total} groups and blocks"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("sensitivity", total=None)
-        return measure(spec, ratios, metric, jobs=jobs, scheduler=scheduler,
-                       progress=lambda done, total: bar.update(task, completed=done, total=total))
+        return measure(spec, ratios, metric, progress=lambda done, total: bar.update(task, completed=done, total=total),
+                       **kw)
 
 
 def _print_sensitivity(out: Output, report: dict) -> None:

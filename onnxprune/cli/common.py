@@ -67,7 +67,9 @@ def handle_errors(fn):
             fail(f"error: {exc.render(flag)}", 2)
         except KeyboardInterrupt as exc:
             terminated = isinstance(exc, Terminated)
-            fail(f"{'terminated' if terminated else 'interrupted'}; nothing was written", 143 if terminated else 130)
+            kept = getattr(exc, "kept", None)
+            also = f" (the finished part of the scan is kept in {kept}: --resume continues it)" if kept else ""
+            fail(f"{'terminated' if terminated else 'interrupted'}; nothing was written{also}", 143 if terminated else 130)
         except BrokenPipeError:
             try:
                 sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit

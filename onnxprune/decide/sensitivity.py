@@ -111,6 +111,8 @@ class SensitivityReport:
     seconds: float = 0.0
     recover: str = "none"
     blocks: list[BlockDrop] = field(default_factory=list)
+    complete: bool = True  # False: a checkpoint of a scan still running, or interrupted
+    excluded: list[str] = field(default_factory=list)  # groups left out by --exclude (no curve)
 
     def ranked(self) -> list[Curve]:
         """Curves from the least to the most sensitive (mean loss over the ratios)."""
@@ -143,7 +145,8 @@ class SensitivityReport:
             blocks = [BlockDrop(**b) for b in data.get("blocks") or []]
             return cls(str(data["model"]), str(data["metric"]), float(data["baseline"]), int(data["samples"]),
                        str(data["criterion"]), dict(data.get("input_shapes") or {}), curves, data.get("data"),
-                       float(data.get("seconds", 0.0)), str(data.get("recover", "none")), blocks)
+                       float(data.get("seconds", 0.0)), str(data.get("recover", "none")), blocks,
+                       bool(data.get("complete", True)), [str(g) for g in data.get("excluded") or []])
         except (KeyError, TypeError, ValueError) as exc:
             raise OnnxPruneError(f"malformed sensitivity report: {exc}") from None
 
@@ -167,9 +170,14 @@ class SensitivityReport:
     def validate(self, analysis: Analysis) -> None:
         """Refuse a report measured on another model: every prunable group needs its curve,
         with the same anchor and channel count."""
+        if not self.complete:
+            raise OnnxPruneError("the sensitivity report is the checkpoint of an unfinished scan: finish it with "
+                                 "onnxprune analyze --sensitivity --resume")
         by_id = {c.id: c for c in self.curves}
         for g in analysis.prunable_groups:
             c = by_id.get(g.id)
+            if c is None and g.id in self.excluded:
+                continue  # left out of the scan: a schedule must leave it alone too
             if c is None or c.anchor != g.anchor or c.channels != g.channels:
                 found = "none" if c is None else f"{c.anchor}, {c.channels} channels"
                 raise OnnxPruneError(f"the sensitivity report does not match this model: group {g.id} is {g.anchor} "
@@ -201,21 +209,28 @@ def check_ratios(ratios) -> list[float]:
 
 
 def measure(spec, ratios=DEFAULT_RATIOS, metric: str = "auto", *, jobs: int = 1, scheduler: str | None = None,
-            progress=None, with_blocks: bool = True) -> SensitivityReport:
+            progress=None, with_blocks: bool = True, exclude=(), checkpoint=None,
+            resume: SensitivityReport | None = None) -> SensitivityReport:
     """Measure every prunable group's sensitivity curve, and (``with_blocks``) the loss of
     dropping each removable residual block alone (see the module doc).
 
     ``spec`` is an :class:`~onnxprune.runtime.scoring.EvaluatorSpec`; ``jobs`` local processes or
     a Dask ``scheduler`` run one task per group (:mod:`onnxprune.runtime.executors`);
     ``progress(done, total)`` is told after each group. The report is the same whatever runs it.
+    ``exclude``: globs of groups to leave out (as ``prune --exclude``). ``checkpoint``: a path
+    where the report so far (``complete: false``) is saved atomically after every finished
+    group and block; ``resume``: such a checkpoint, whose groups and blocks are not measured
+    again (it must come from the same model, data and options).
 
-    Errors (``OnnxPruneError``): bad ratios or metric, and every error of the evaluator.
+    Errors (``OnnxPruneError``): bad ratios or metric, a checkpoint of another scan, and every
+    error of the evaluator; a group or block that fails is named in the error.
     """
     import time
 
     from ..runtime.executors import executor
     from ..runtime.scoring import evaluator_for, group_scores_task, score_plan_task
     from .depth import drop_plan
+    from .plan import excluded as is_excluded
 
     start = time.perf_counter()
     ratios = check_ratios(ratios)
@@ -227,19 +242,10 @@ def measure(spec, ratios=DEFAULT_RATIOS, metric: str = "auto", *, jobs: int = 1,
     local = evaluator_for(spec)  # validates the model and data here, before any worker starts
     task = local.task
     metric, baseline = task.name, task.baseline
-    groups = local.analysis.prunable_groups
+    left_out = [g.id for g in local.analysis.prunable_groups if is_excluded(g, exclude)]
+    groups = [g for g in local.analysis.prunable_groups if g.id not in left_out]
     blocks = local.analysis.removable_blocks if with_blocks else []
-    results: dict[str, list[dict]] = {}
-    dropped: dict[str, dict] = {}
-    with executor(jobs, scheduler) as pool:
-        futures = {pool.submit(group_scores_task, spec, g.id, ratios): ("group", g.id) for g in groups}
-        futures.update({pool.submit(score_plan_task, spec, drop_plan(b, spec.criterion).to_dict()): ("block", b.id)
-                        for b in blocks})
-        for k, future in enumerate(as_completed(futures), 1):
-            kind, key = futures[future]
-            (results if kind == "group" else dropped)[key] = future.result()
-            if progress:
-                progress(k, len(futures))
+
     def measured(score: dict) -> dict:
         """The fields :class:`Point` and :class:`BlockDrop` share, from one PlanScore dict."""
         value = score["value"]
@@ -247,11 +253,58 @@ def measure(spec, ratios=DEFAULT_RATIOS, metric: str = "auto", *, jobs: int = 1,
                     params_saved=1.0 - score["params_kept"], accuracy=score["accuracy"],
                     agreement=score["top1_agreement"], cosine=score["cosine_similarity"], rel_mse=score["relative_mse"])
 
-    curves = [Curve(g.id, g.anchor, g.channels,
-                    [Point(ratio=ratio, kept=keep_count(g.channels, ratio), **measured(score))
-                     for ratio, score in zip(ratios, results[g.id])]) for g in groups]
-    drops = [BlockDrop(b.id, b.add, **measured(dropped[b.id])) for b in blocks]
-    return SensitivityReport(model=str(spec.model), metric=metric, baseline=baseline, samples=len(local.data),
-                             criterion=spec.criterion, input_shapes={k: list(v) for k, v in spec.input_shapes.items()},
-                             curves=curves, data=spec.data, seconds=round(time.perf_counter() - start, 3),
-                             recover=spec.recover, blocks=drops)
+    report = SensitivityReport(model=str(spec.model), metric=metric, baseline=baseline, samples=len(local.data),
+                               criterion=spec.criterion, input_shapes={k: list(v) for k, v in spec.input_shapes.items()},
+                               curves=[], data=spec.data, recover=spec.recover, complete=False, excluded=left_out)
+    curves = {c.id: c for c in (resume.curves if resume is not None else [])}
+    drops = {b.id: b for b in (resume.blocks if resume is not None else [])}
+    if resume is not None:
+        _check_resumable(resume, report, ratios)
+    todo_groups = [g for g in groups if g.id not in curves]
+    todo_blocks = [b for b in blocks if b.id not in drops]
+
+    def save() -> None:
+        report.curves = [curves[g.id] for g in groups if g.id in curves]
+        report.blocks = [drops[b.id] for b in blocks if b.id in drops]
+        report.seconds = round(time.perf_counter() - start + (resume.seconds if resume is not None else 0.0), 3)
+        if checkpoint is not None:
+            report.save(checkpoint)
+
+    with executor(jobs, scheduler) as pool:
+        futures = {pool.submit(group_scores_task, spec, g.id, ratios): ("group", g) for g in todo_groups}
+        futures.update({pool.submit(score_plan_task, spec, drop_plan(b, spec.criterion).to_dict()): ("block", b)
+                        for b in todo_blocks})
+        for k, future in enumerate(as_completed(futures), 1):
+            kind, item = futures[future]
+            try:
+                result = future.result()
+            except OnnxPruneError as exc:
+                raise OnnxPruneError(f"sensitivity of {kind} {item.id} ({getattr(item, 'anchor', None) or item.add}) "
+                                     f"failed: {exc.template}") from None
+            except Exception as exc:
+                raise RuntimeError(f"sensitivity of {kind} {item.id} failed: {type(exc).__name__}: {exc}") from exc
+            if kind == "group":
+                curves[item.id] = Curve(item.id, item.anchor, item.channels,
+                                        [Point(ratio=ratio, kept=keep_count(item.channels, ratio), **measured(score))
+                                         for ratio, score in zip(ratios, result)])
+            else:
+                drops[item.id] = BlockDrop(item.id, item.add, **measured(result))
+            save()
+            if progress:
+                progress(k, len(futures))
+    save()
+    report.complete = True
+    return report
+
+
+def _check_resumable(previous: SensitivityReport, now: SensitivityReport, ratios: list[float]) -> None:
+    """A checkpoint can be resumed only by the scan that wrote it."""
+    for field_name in ("model", "metric", "samples", "criterion", "input_shapes", "data", "recover", "excluded"):
+        if getattr(previous, field_name) != getattr(now, field_name):
+            raise OnnxPruneError(f"the checkpoint was written by another scan ({field_name} "
+                                 f"{getattr(previous, field_name)!r}, now {getattr(now, field_name)!r}); remove it, or "
+                                 "resume with the options it was started with")
+    for curve in previous.curves:
+        if [p.ratio for p in curve.points] != ratios:
+            raise OnnxPruneError(f"the checkpoint measured {curve.id} at other ratios; resume with --ratios "
+                                 + ",".join(f"{p.ratio:g}" for p in curve.points))

@@ -194,16 +194,22 @@ class PlanEvaluator:
         acts = capture(model, self.data, names, self.spec.batch_size, self.spec.threads, self.axes)
         scores = []
         for ratio in ratios:
-            plan = self.plan_for({group_id: ratio})
-            removed = plan.removed_units(self.analysis)
-            pruned = self._recovered(removed, start=(cut, acts))
-            nodes = [n for n in pruned.graph.node if n.name not in prefix_names]
-            reads = set().union(*(node_reads(n) for n in nodes))
-            wanted = [o.name for o in pruned.graph.output if o.name not in acts]  # the rest come from the prefix
-            rest = submodel(pruned, nodes, fed(acts, [name for name in names if name in reads]), wanted)
-            ran = run_all(self._session(rest), acts, wanted, self.axes)
-            outputs = {name: (ran if name in ran else acts).joined(name, samples_first=True) for name in self.reference}
-            scores.append(self._score(outputs, removed))
+            try:
+                plan = self.plan_for({group_id: ratio})
+                removed = plan.removed_units(self.analysis)
+                pruned = self._recovered(removed, start=(cut, acts))
+                nodes = [n for n in pruned.graph.node if n.name not in prefix_names]
+                reads = set().union(*(node_reads(n) for n in nodes))
+                wanted = [o.name for o in pruned.graph.output if o.name not in acts]  # the rest come from the prefix
+                rest = submodel(pruned, nodes, fed(acts, [name for name in names if name in reads]), wanted)
+                ran = run_all(self._session(rest), acts, wanted, self.axes)
+                outputs = {name: (ran if name in ran else acts).joined(name, samples_first=True)
+                           for name in self.reference}
+                scores.append(self._score(outputs, removed))
+            except OnnxPruneError as exc:
+                raise OnnxPruneError(f"at ratio {ratio:g}: {exc.template}") from None
+            except Exception as exc:
+                raise RuntimeError(f"at ratio {ratio:g}: {type(exc).__name__}: {exc}") from exc
         return scores
 
     @cached_property
