@@ -28,7 +28,6 @@ unpruned model and grows with damage, for every metric.
 from __future__ import annotations
 
 import json
-from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -227,7 +226,7 @@ def measure(spec, ratios=DEFAULT_RATIOS, metric: str = "auto", *, jobs: int = 1,
     """
     import time
 
-    from ..runtime.executors import executor
+    from ..runtime.executors import completed, executor
     from ..runtime.scoring import evaluator_for, group_scores_task, score_plan_task
     from .depth import drop_plan
     from .plan import excluded as is_excluded
@@ -274,7 +273,7 @@ def measure(spec, ratios=DEFAULT_RATIOS, metric: str = "auto", *, jobs: int = 1,
         futures = {pool.submit(group_scores_task, spec, g.id, ratios): ("group", g) for g in todo_groups}
         futures.update({pool.submit(score_plan_task, spec, drop_plan(b, spec.criterion).to_dict()): ("block", b)
                         for b in todo_blocks})
-        for k, future in enumerate(as_completed(futures), 1):
+        for k, future in enumerate(completed(futures), 1):
             kind, item = futures[future]
             try:
                 result = future.result()

@@ -20,22 +20,55 @@ Dask (https://distributed.dask.org) is used through ``Client.get_executor()``.
 from __future__ import annotations
 
 import multiprocessing
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 
 from ..errors import OnnxPruneError
 
 
+class _Deferred(Future):
+    """A future whose task runs, in this process, the first time it is asked for its result."""
+
+    def __init__(self, fn, args, kwargs):
+        super().__init__()
+        self._call = (fn, args, kwargs)
+
+    def run(self) -> None:
+        if self._call is not None:
+            fn, args, kwargs = self._call
+            self._call = None
+            try:
+                self.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # delivered by result(), as a pool would
+                self.set_exception(exc)
+
+    def result(self, timeout=None):
+        self.run()
+        return super().result(timeout)
+
+    def exception(self, timeout=None):
+        self.run()
+        return super().exception(timeout)
+
+
 class InProcess:
-    """``submit`` runs the task at once, in this process (for ``jobs=1``)."""
+    """``submit`` defers the task until its result is asked for (for ``jobs=1``): tasks run one
+    at a time, in the order they are collected, so what is collected first is saved first."""
 
     def submit(self, fn, *args, **kwargs) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # delivered by result(), as a pool would
-            future.set_exception(exc)
-        return future
+        return _Deferred(fn, args, kwargs)
+
+
+def completed(futures):
+    """The ``futures`` as they finish (``concurrent.futures.as_completed``); in-process ones in
+    the order given, each run when it is reached."""
+    futures = list(futures)
+    if all(isinstance(f, _Deferred) for f in futures):
+        for future in futures:
+            future.run()
+            yield future
+    else:
+        yield from as_completed(futures)
 
 
 @contextmanager
