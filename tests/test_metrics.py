@@ -68,10 +68,19 @@ def test_ctc_decoding_and_agreement():
     steps = np.eye(3)[[1, 1, 0, 2, 2, 0, 1]][None]
     assert ctc_decode(steps) == [(1, 2, 1)]
     other = np.eye(3)[[1, 0, 1, 2, 2, 0, 1]][None]  # (1, 1, 2, 1): one insertion
-    value = CTCAgreement().score(steps, other)
+    value = CTCAgreement(blank=0).score(steps, other)
     assert value.value == 0.0 and value.extra["cer"] == pytest.approx(1 / 3)
-    assert CTCAgreement().score(steps, steps, np.array([[1, 2, 1, -1]])).value == 1.0
+    assert CTCAgreement(blank=0).score(steps, steps, np.array([[1, 2, 1, -1]])).value == 1.0
     assert edit_distance((1, 2, 3), (1, 3)) == 1
+
+
+def test_ctc_blank_is_the_class_the_original_emits_most():
+    """A CRNN whose blank is its last class (captcha-whisperer's 36): decoded with blank 0, the
+    strings would hold the blank; the default reads the blank off the original's steps."""
+    steps = np.eye(4)[[3, 1, 3, 3, 2, 2, 3, 0, 3]][None]
+    value = CTCAgreement().score(steps, steps, np.array([[1, 2, 0]]))
+    assert value.extra["blank"] == 3 and value.value == 1.0
+    assert CTCAgreement(blank=0).score(steps, steps, np.array([[1, 2, 0]])).value == 0.0
 
 
 def test_map_iou():

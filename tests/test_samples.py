@@ -104,8 +104,14 @@ def test_the_crnn_holds_its_samples_on_axis_1():
     model = load_and_analyze(fetch(case), case.shapes).model
     data = data_for(model, case.shapes)
     assert trace_axes(model, data, ["logits"]) == {"logits": 1}
-    out = run_model(make_session(model.SerializeToString()), data, batch_size=3)["logits"]
+    session = make_session(model.SerializeToString())
+    out = run_model(session, data, batch_size=3)["logits"]
     assert out.shape[0] == SAMPLES and out.shape[1] == 20
+    one = run_model(session, data, batch_size=1)["logits"]  # runs of one sample: [T, 1, K] each
+    np.testing.assert_allclose(one, out, rtol=1e-4, atol=1e-4)
+    single = run_model(session, Dataset({k: v[:1] for k, v in data.inputs.items()}), batch_size=1)["logits"]
+    assert single.shape == (1, 20, 37)
+    assert trace_axes(model, Dataset({k: v[:1] for k, v in data.inputs.items()}), ["logits"]) == {"logits": 1}
 
 
 def test_a_fixed_batch_of_one_runs_sample_by_sample():

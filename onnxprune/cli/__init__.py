@@ -1,4 +1,4 @@
-"""The ``onnxprune`` command line: analyze, prune, verify, bench, finetune, export-triton.
+"""The ``onnxprune`` command line: analyze, prune, verify, bench, finetune, export-triton, data.
 
 Thin by design: every command calls the Python API and formats its result (one module per
 command; what they share is in :mod:`.common`). Exit codes: 0 ok, 2 bad input or options (one
@@ -14,6 +14,7 @@ from .. import __version__
 from .analyze import analyze
 from .bench import bench
 from .common import OnnxPruneGroup
+from .data import data
 from .export_triton import export_triton
 from .finetune import finetune
 from .prune import prune
@@ -23,10 +24,11 @@ from .verify import verify
 @click.group(cls=OnnxPruneGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="onnxprune")
 def main() -> None:
-    """Structured channel pruning for ONNX models: analyze, prune, verify, bench, finetune, export-triton.
+    """Structured channel pruning for ONNX models: analyze, prune, verify, bench, finetune, export-triton, data.
 
     \b
     Typical session:
+      onnxprune data images/ -o calib.npz --model model.onnx
       onnxprune analyze model.onnx
       onnxprune prune model.onnx -o pruned.onnx --ratio 0.3
       onnxprune verify model.onnx pruned.onnx --data val.npz
@@ -40,7 +42,7 @@ def main() -> None:
     """
 
 
-for command in (analyze, prune, verify, bench, finetune, export_triton):
+for command in (analyze, prune, verify, bench, finetune, export_triton, data):
     main.add_command(command)
 
 

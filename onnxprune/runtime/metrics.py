@@ -19,8 +19,8 @@ map50       detection: YOLO ``[N, 4+K, A]`` / ``[N, A, 4+K]``        mAP@0.5 of 
             ``[N, D, 6]`` (corner boxes, score, class)               the original's as
                                                                      pseudo-labels, both with
                                                                      scores > 0.25, after NMS
-ctc         CTC sequences ``[N, T, K]`` (greedy decoding, blank 0)   decoded-string agreement;
-                                                                     with labels ``[N, L]``
+ctc         CTC sequences ``[N, T, K]`` (greedy decoding; blank:     decoded-string agreement;
+            the class the original predicts most often)              with labels ``[N, L]``
                                                                      (-1 padded) exact-match
                                                                      accuracy. ``cer`` alongside
 iou         dense maps ``[N, C, H, W]``: argmax over C, or a         IoU of the masks with the
@@ -263,24 +263,33 @@ def edit_distance(a: tuple, b: tuple) -> int:
 class CTCAgreement(Metric):
     """CTC recognition ``[N, T, K]``: the share of samples whose decoded string equals the
     original's (or the label sequence ``[N, L]``, -1 padded); ``cer`` is the character error
-    rate against the same."""
+    rate against the same. ``blank``: the blank class; by default the class the original
+    predicts most often over all steps (0 in PP-OCR, the last class in many torch CRNNs: a
+    CTC model emits blank at most steps), reported as ``blank``."""
 
     name = "ctc"
     labels_shape = "[N, L] token ids (-1 padding)"
 
-    def __init__(self, blank: int = 0) -> None:
+    def __init__(self, blank: int | None = None) -> None:
         self.blank = blank
 
+    def blank_of(self, reference: np.ndarray) -> int:
+        if self.blank is not None:
+            return self.blank
+        best = np.asarray(reference).argmax(axis=2).ravel()
+        return int(np.bincount(best, minlength=np.shape(reference)[2]).argmax()) if best.size else 0
+
     def score(self, reference, candidate, labels=None):
-        got = ctc_decode(candidate, self.blank)
+        blank = self.blank_of(reference)
+        got = ctc_decode(candidate, blank)
         if labels is not None:
             want = [tuple(int(t) for t in row if t >= 0) for row in np.asarray(labels).reshape(len(got), -1)]
         else:
-            want = ctc_decode(reference, self.blank)
+            want = ctc_decode(reference, blank)
         same = np.mean([g == w for g, w in zip(got, want)]) if got else 1.0
         chars = sum(len(w) for w in want)
         cer = sum(edit_distance(g, w) for g, w in zip(got, want)) / chars if chars else 0.0
-        return self._value(same, cer=float(cer))
+        return self._value(same, cer=float(cer), blank=blank)
 
 
 # ---------------------------------------------------------------- dense maps

@@ -188,13 +188,11 @@ def trace_axes(model, data, names: Sequence[str] | None = None, batch_size: int 
         return axes
     session = make_session(with_outputs(model, computed).SerializeToString(), optimize=False)
     plan = batches(input_specs(session), len(data), batch_size)
-    k = plan.size if plan.fixed else min(batch_size, len(data))
+    k = plan.size if plan.fixed else max(2, batch_size)  # a single sample is repeated: a run of 1 tells nothing
     try:
         many = session.run(computed, {i: _padded(data.inputs[i][:k], k) for i in inputs})
         if plan.fixed:
             return {**axes, **{n: fixed_axis(np.shape(v), k) for n, v in zip(computed, many)}}
-        if k == 1:
-            return {**axes, **{n: 0 if np.shape(v)[:1] == (1,) else None for n, v in zip(computed, many)}}
         one = session.run(computed, {i: data.inputs[i][:1] for i in inputs})
     except Exception as exc:
         raise OnnxPruneError(f"onnxruntime fails to run the model while tracing its sample axes: {ort_message(exc)}") \
@@ -249,11 +247,12 @@ def run_session(session, data, batch_size: int = 64, names: Sequence[str] | None
                 values[name].append(np.asarray(value))
         if plan.fixed:
             axes = {n: fixed_axis(values[n][0].shape, plan.size) for n in names}
-        elif plan.size > 1:
+        elif plan.real(0).stop > 1:
             one = session.run(names, {s.name: data.inputs[s.name][:1] for s in specs})
             axes = {n: sample_axis(np.shape(v), values[n][0].shape, plan.real(0).stop) for n, v in zip(names, one)}
-        else:
-            axes = {n: 0 if values[n][0].shape[:1] == (1,) else None for n in names}
+        else:  # runs of one sample: a run of two (the first sample repeated where there is one) tells the axis
+            two = session.run(names, {s.name: _padded(data.inputs[s.name][:2], 2) for s in specs})
+            axes = {n: sample_axis(values[n][0].shape, np.shape(v), 2) for n, v in zip(names, two)}
     except OnnxPruneError:
         raise
     except Exception as exc:
