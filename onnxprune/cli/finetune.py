@@ -30,10 +30,11 @@ from .common import (
               help="Peak Adam learning rate (cosine decay to 0).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Samples per step.")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,
-              help="Distillation temperature T for classifier outputs.")
+              help="Distillation temperature T for classifier and CTC outputs (not for Softmax outputs, "
+                   "already distributions).")
 @click.option("--kd-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="Weight α of the distillation loss when the data has labels: (1-α)·CE + α·KD. "
-                   "Without labels the loss is KD alone.")
+              help="Weight α of the distillation loss when the data has labels that train the first output "
+                   "([N] classes: cross-entropy; [N, L] strings: CTC): (1-α)·supervised + α·KD. Otherwise KD alone.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the shuffling.")
 @input_shape_option
 @output_options
@@ -71,5 +72,7 @@ def finetune(pruned, teacher, data_path, output, val_path, epochs, lr, batch_siz
               [Column("epoch", "right"), Column("loss", "right"), Column(result.metric or "val", "right")], rows)
     if result.metric:
         out.line(f"{result.metric}: {result.val_before:.4f} before, {result.val_after:.4f} kept (epoch {result.best_epoch})")
+    for note in result.notes:
+        out.note(note)
     out.line(f"wrote {output} ({result.seconds:.1f} s of training)")
     out.emit_json(summary)

@@ -5,11 +5,12 @@ trains, and its weights are written back into the same graph by initializer name
 keeps the structure, names and metadata ``prune`` gave it.
 
 **Loss** (Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural Network", 2015): the
-teacher is the original model, run once over the training data in onnxruntime. Per output,
-a classifier output ``[N, K]`` (K > 1) uses ``T² · KL(softmax(t/T) ‖ softmax(s/T))``; any other
-output the mean squared error over the teacher's mean square (scale-free). Outputs are averaged.
-Where the data has ``labels``, the loss is ``(1 − α) · CE(first output, labels) + α · KD``;
-without labels it is KD alone (no labels needed).
+teacher is the original model, run once over the training data in onnxruntime. Each output is
+distilled with the loss of its task (:mod:`onnxprune.torch.distill`: KL for classifiers and
+per step for CTC recognizers, boxes and class scores normalized apart for detectors, scale-free
+MSE otherwise), and the outputs are averaged. Where the data has labels that train the first
+output (``[N]`` classes, ``[N, L]`` CTC strings), the loss is ``(1 − α) · supervised + α · KD``;
+otherwise KD alone, and a note says labels were not used.
 
 **Optimizer:** Adam (Kingma and Ba 2015), cosine learning rate from ``lr`` to 0, no weight
 decay. Adam, not SGD: deployed files usually have BN folded into the convolutions, and without
@@ -18,10 +19,11 @@ learning rate diverged on the shipped digits model where Adam converged. The def
 recovered the most from ResNet-20 on the MNIST task pruned one-shot to half its MACs (three
 epochs: 61%, 89.5% and 73% test accuracy at 1e-4, 3e-4 and 1e-3). No data augmentation.
 
-**Validation:** with ``val``, the model is scored before training and after every epoch:
-accuracy on the first output when ``val`` has labels, else top-1 agreement with the teacher
-(classifier outputs) or ``−`` the relative MSE. The best scoring weights are kept, the
-starting weights included, so the result is never worse on ``val`` than its input.
+**Validation:** with ``val``, the model is scored before training and after every epoch by
+the first output's task metric (the one ``verify`` reports: accuracy or top-1 agreement, CTC
+string agreement, mAP@0.5, map IoU, cosine), against ``val``'s labels where they fit. The best
+scoring weights are kept, the starting weights included, so the result is never worse on
+``val`` than its input.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 import torch
-import torch.nn.functional as F
 
 from ..errors import OnnxPruneError
 from ..runtime.evaluate import Dataset, load_data, run_model
@@ -84,6 +85,7 @@ class FinetuneResult:
     samples: int
     labels: bool
     options: dict
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -97,9 +99,15 @@ def finetune(student: onnx.ModelProto, teacher: onnx.ModelProto | str, data: Dat
     path) on ``data``, and return a copy with the trained weights (see the module doc).
 
     ``data`` and ``val``: :class:`~onnxprune.runtime.evaluate.Dataset` with one array per graph
-    input (labels optional). Errors (``OnnxPruneError``): an op the torch bridge lacks, bad
-    options, inputs or outputs that differ between the two models.
+    input (labels optional). Outputs may hold their samples on any axis (a time-major CRNN's
+    ``[T, N, K]``): it is traced, and every loss and score reads samples first. Errors
+    (``OnnxPruneError``): an op the torch bridge lacks, bad options, inputs or outputs that
+    differ between the two models, no output that carries the samples.
     """
+    from ..runtime.metrics import CTCAgreement, producer_op, task_of
+    from ..runtime.samples import trace_axes
+    from .distill import label_loss, task_loss
+
     options = options or FinetuneOptions()
     options.validate()
     torch.manual_seed(options.seed)
@@ -109,12 +117,35 @@ def finetune(student: onnx.ModelProto, teacher: onnx.ModelProto | str, data: Dat
     if [o.name for o in teacher_session.get_outputs()] != out_names:
         raise OnnxPruneError("the teacher and the pruned model have different outputs: "
                              f"{[o.name for o in teacher_session.get_outputs()]} vs {out_names}")
+    axes = trace_axes(student, data, out_names)
+    trained = [k for k, name in enumerate(out_names) if axes[name] is not None]
+    if not trained:
+        raise OnnxPruneError("no output of the model carries the samples: there is nothing to distill")
     targets = run_model(teacher_session, data, batch_size=options.batch_size)
     val_targets = run_model(teacher_session, val, batch_size=options.batch_size) if val is not None else None
+    producers = {name: producer_op(student, name) for name in out_names}
+    tasks = {name: task_of(targets[name].shape, producers[name]) for name in out_names}
     inputs = [torch.from_numpy(np.ascontiguousarray(data.inputs[n])) for n in module.input_names]
-    teacher_out = [torch.from_numpy(targets[n]) for n in out_names]
+    teacher_out = {k: torch.from_numpy(np.ascontiguousarray(targets[out_names[k]])) for k in trained}
+    first = out_names[0]
     labels = torch.from_numpy(data.labels).long() if data.labels is not None else None
+    blank = CTCAgreement().blank_of(targets[first]) if tasks[first] == "ctc" else 0
+    notes = [f"distillation loss per output: {', '.join(f'{n} {tasks[n]}' for n in (out_names[k] for k in trained))}"]
+    if labels is not None and (axes[first] is None or label_loss(tasks[first], teacher_out[0][:1], labels[:1], blank,
+                                                                 producers[first]) is None):
+        notes.append(f"labels are not used for training on a {tasks[first]} output: distillation alone")
+        labels = None
     kd_weight = options.kd_weight if labels is not None else 1.0
+
+    def loss_of(outputs, idx) -> torch.Tensor:
+        kd = sum(task_loss(tasks[out_names[k]], _samples_first(outputs[k], axes[out_names[k]]), teacher_out[k][idx],
+                           options.temperature, producers[out_names[k]]) for k in trained) / len(trained)
+        loss = kd_weight * kd
+        if labels is not None and kd_weight < 1:
+            supervised = label_loss(tasks[first], _samples_first(outputs[0], axes[first]), labels[idx], blank,
+                                    producers[first])
+            loss = loss + (1 - kd_weight) * supervised
+        return loss
 
     optimizer = torch.optim.Adam(module.parameters(), lr=options.lr)
     n = len(data)
@@ -122,9 +153,11 @@ def finetune(student: onnx.ModelProto, teacher: onnx.ModelProto | str, data: Dat
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, options.epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(options.seed)
 
-    metric = None if val is None else _metric_name(val, val_targets, out_names)
-    score = (lambda: _score(module, val, val_targets, metric, options.batch_size)) if val is not None else None
-    best_score = val_before = score() if score else None
+    metric, val_before = None, None
+    if val is not None:
+        metric, val_before = _score(module, student, val, val_targets, axes, options.batch_size)
+    score = (lambda: _score(module, student, val, val_targets, axes, options.batch_size)[1]) if val is not None else None
+    best_score = val_before
     best_state, best_epoch = copy.deepcopy(module.state_dict()), 0
     history = []
     start = time.perf_counter()
@@ -133,12 +166,9 @@ def finetune(student: onnx.ModelProto, teacher: onnx.ModelProto | str, data: Dat
             module.train()
             order = torch.randperm(n, generator=generator)
             total, count = 0.0, 0
-            for first in range(0, n, options.batch_size):
-                idx = order[first:first + options.batch_size]
-                outputs = module(*(x[idx] for x in inputs))
-                loss = kd_weight * _kd_loss(outputs, [t[idx] for t in teacher_out], options.temperature)
-                if labels is not None and kd_weight < 1:
-                    loss = loss + (1 - kd_weight) * F.cross_entropy(outputs[0], labels[idx])
+            for begin in range(0, n, options.batch_size):
+                idx = order[begin:begin + options.batch_size]
+                loss = loss_of(module(*(x[idx] for x in inputs)), idx)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -155,7 +185,11 @@ def finetune(student: onnx.ModelProto, teacher: onnx.ModelProto | str, data: Dat
             history.append(entry)
     module.load_state_dict(best_state)
     return FinetuneResult(write_back(module, student), metric, history, val_before, best_score, best_epoch,
-                          round(time.perf_counter() - start, 2), n, labels is not None, asdict(options))
+                          round(time.perf_counter() - start, 2), n, labels is not None, asdict(options), notes)
+
+
+def _samples_first(output: torch.Tensor, axis: int | None) -> torch.Tensor:
+    return output if not axis else output.movedim(axis, 0)
 
 
 def finetune_into(outputs, label: str, pruned, teacher, data_path, *, val_path=None,
@@ -184,39 +218,21 @@ def load_dataset(path: str, model: onnx.ModelProto) -> Dataset:
     return load_data(path, graph_input_specs(model))
 
 
-def _kd_loss(outputs, targets, temperature: float) -> torch.Tensor:
-    losses = []
-    for s, t in zip(outputs, targets):
-        if s.dim() == 2 and s.shape[1] > 1 and s.is_floating_point():
-            log_p = F.log_softmax(s / temperature, dim=1)
-            q = F.softmax(t / temperature, dim=1)
-            losses.append(F.kl_div(log_p, q, reduction="batchmean") * temperature ** 2)
-        elif s.is_floating_point():
-            losses.append(F.mse_loss(s, t) / (t.pow(2).mean() + 1e-12))
-    if not losses:
-        raise OnnxPruneError("the model has no floating-point output to distill")
-    return sum(losses) / len(losses)
-
-
-def _metric_name(val: Dataset, targets: dict, out_names: list[str]) -> str:
-    if val.labels is not None:
-        return "accuracy"
-    first = targets[out_names[0]]
-    return "agreement" if first.ndim == 2 and first.shape[1] > 1 else "negative relative mse"
-
-
 @torch.no_grad()
-def _score(module: GraphModule, val: Dataset, targets: dict, metric: str, batch_size: int) -> float:
+def _score(module: GraphModule, student: onnx.ModelProto, val: Dataset, targets: dict, axes: dict,
+           batch_size: int) -> tuple[str, float]:
+    """``(metric name, score)`` of the module on ``val``: the task metric of the first output
+    (:func:`onnxprune.runtime.evaluate.task_scores`, as ``verify`` reports it), against the
+    labels where they fit, else against the teacher; negated where lower is better."""
+    from ..runtime.evaluate import task_scores
+
     module.eval()
+    name = module.output_names[0]
     inputs = [torch.from_numpy(np.ascontiguousarray(val.inputs[n])) for n in module.input_names]
-    outs = [module(*(x[i:i + batch_size] for x in inputs)) for i in range(0, len(val), batch_size)]
-    first = torch.cat([o[0] for o in outs]).numpy()
-    teacher = targets[module.output_names[0]]
-    if metric == "accuracy":
-        return float((first.argmax(1) == val.labels).mean())
-    if metric == "agreement":
-        return float((first.argmax(1) == teacher.argmax(1)).mean())
-    return -float(((first - teacher) ** 2).mean() / ((teacher ** 2).mean() + 1e-12))
+    outs = [_samples_first(module(*(x[i:i + batch_size] for x in inputs))[0], axes[name])
+            for i in range(0, len(val), batch_size)]
+    (result,) = task_scores(student, {name: targets[name]}, {name: torch.cat(outs).numpy()}, val.labels)
+    return result.metric, result.pruned if result.higher_is_better else -result.pruned
 
 
 class _Progress:

@@ -100,7 +100,7 @@ OPS["Add"] = lambda a, x, y: x + y
 OPS["Sub"] = lambda a, x, y: x - y
 OPS["Mul"] = lambda a, x, y: x * y
 OPS["Div"] = lambda a, x, y: torch.div(x, y, rounding_mode="trunc") if not x.is_floating_point() else x / y
-OPS["Pow"] = lambda a, x, y: torch.pow(x, y)
+OPS["Pow"] = lambda a, x, y: torch.pow(x, y.detach())  # an exponent is structure, not a weight to train
 OPS["Max"] = lambda a, *xs: _fold(torch.maximum, xs)
 OPS["Min"] = lambda a, *xs: _fold(torch.minimum, xs)
 OPS["Sum"] = lambda a, *xs: _fold(torch.add, xs)

