@@ -44,6 +44,7 @@ from .errors import OnnxPruneError, render_options
 from .graph import PROTOBUF_LIMIT, check_model, model_nbytes, normalize, read_model
 from .graph.outputs import OutputSet
 from .analysis.groups import Analysis, analyze
+from .analysis.load import load_and_analyze  # noqa: F401  (part of this module's API)
 from .rewrite import apply_removal
 from .transform.depth import drop_blocks
 from .transform.recover import METHODS as RECOVERY
@@ -814,16 +815,6 @@ def _record_metadata(model, plan, options, before: Cost, after: Cost, criterion:
     model.metadata_props.extend(keep)
     for key, value in entries.items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
-
-
-def load_and_analyze(path: str | Path, input_shapes: dict | None = None, outputs: OutputSet | None = None) -> Analysis:
-    """Load, normalize and analyze an ONNX file (one copy of the weights in memory). The
-    external data files it reads are registered with ``outputs``, when given, so that no
-    output overwrites them."""
-    model, data_files = read_model(path)
-    if outputs is not None:
-        outputs.add_reads({"the external data of the input model": data_files})
-    return analyze(normalize(model, inplace=True), input_shapes)
 
 
 def finalize(model: onnx.ModelProto, analysis: Analysis | dict, source: str | os.PathLike | None = None) -> bytes:

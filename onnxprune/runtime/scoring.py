@@ -28,7 +28,7 @@ from ..analysis.cost import CostModel
 from ..decide.plan import GroupPlan, PruningPlan, resolve
 from ..errors import OnnxPruneError
 from ..graph.subgraph import crossing, node_reads, submodel
-from ..pipeline import load_and_analyze
+from ..analysis.load import load_and_analyze
 from ..decide.depth import dropped_nodes
 from ..rewrite import apply_removal
 from .evaluate import Dataset, compare_outputs, load_data, random_data, run_model
