@@ -14,9 +14,10 @@ trained values back by initializer name needs a per-op inverse anyway. An interp
 initializer name is the smaller, exact bridge.
 
 **Ops** (ONNX spec semantics, default domain, opsets 11-21): those in :data:`OPS`. A graph with
-any other op (or ``auto_pad`` other than ``NOTSET``, a ``wrap`` Pad, or a reflect/edge Pad
-of the batch or channel axis) is refused
-with the op's name. Weights held in ``Constant`` nodes (as some converters write
+any other op (or ConvTranspose's ``auto_pad``, or a ``wrap`` Pad) is refused with the op's
+name; reflect and edge Pads work on any axis. ``LSTM``/``GRU``/``RNN`` run step by step
+(:mod:`onnxprune.torch.recurrent`); ``auto_pad`` SAME_UPPER, SAME_LOWER and VALID are resolved
+from the input's size. Weights held in ``Constant`` nodes (as some converters write
 them) stay fixed: ``onnxprune prune`` writes every weight as an initializer, so a pruned file
 trains whole. BatchNormalization always uses its running statistics (the pruned model's
 own; its scale and shift train), which keeps fine-tuning stable at small batches. Control flow
@@ -36,6 +37,7 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from ..errors import OnnxPruneError
+from . import recurrent
 
 Op = Callable[..., object]
 OPS: dict[str, Op] = {}
@@ -53,15 +55,26 @@ def _ints(t) -> list[int]:
     return [int(v) for v in (t.tolist() if isinstance(t, torch.Tensor) else t)]
 
 
-def _pads(a: dict, rank: int):
-    pads = a.get("pads", [0] * (2 * rank))
-    if a.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
-        raise OnnxPruneError("auto_pad other than NOTSET is not supported by the torch bridge")
-    return pads[:rank], pads[rank:]
+def _pads(a: dict, rank: int, spatial=None, kernel=None):
+    """``(begin, end)`` pads of the spatial axes; ``auto_pad`` SAME_UPPER/SAME_LOWER/VALID are
+    resolved from the input's spatial sizes and the kernel (ONNX Conv/pool spec)."""
+    auto = a.get("auto_pad", "NOTSET")
+    if auto == "NOTSET":
+        pads = a.get("pads", [0] * (2 * rank))
+        return list(pads[:rank]), list(pads[rank:])
+    if auto == "VALID":
+        return [0] * rank, [0] * rank
+    if auto not in ("SAME_UPPER", "SAME_LOWER") or spatial is None:
+        raise OnnxPruneError(f"auto_pad {auto} is not supported here by the torch bridge")
+    strides, dilations = a.get("strides", [1] * rank), a.get("dilations", [1] * rank)
+    total = [max(0, (math.ceil(n / s) - 1) * s + (k - 1) * d + 1 - n)
+             for n, s, k, d in zip(spatial, strides, kernel, dilations)]
+    small, large = [t // 2 for t in total], [t - t // 2 for t in total]
+    return (small, large) if auto == "SAME_UPPER" else (large, small)
 
 
-def _padded(x, a: dict, rank: int, value: float = 0.0):
-    begin, end = _pads(a, rank)
+def _padded(x, a: dict, rank: int, kernel, value: float = 0.0):
+    begin, end = _pads(a, rank, x.shape[2:], kernel)
     if begin == end:
         return x, tuple(begin)
     flat = [p for b, e in zip(reversed(begin), reversed(end)) for p in (b, e)]
@@ -71,7 +84,7 @@ def _padded(x, a: dict, rank: int, value: float = 0.0):
 @op("Conv")
 def _conv(a, x, w, b=None):
     rank = w.dim() - 2
-    x, padding = _padded(x, a, rank)
+    x, padding = _padded(x, a, rank, w.shape[2:])
     fn = (F.conv1d, F.conv2d, F.conv3d)[rank - 1]
     return fn(x, w, b, a.get("strides", [1] * rank), padding, a.get("dilations", [1] * rank), a.get("group", 1))
 
@@ -79,9 +92,11 @@ def _conv(a, x, w, b=None):
 @op("ConvTranspose")
 def _conv_transpose(a, x, w, b=None):
     rank = w.dim() - 2
+    if a.get("auto_pad", "NOTSET") != "NOTSET" or "output_shape" in a:
+        raise OnnxPruneError("ConvTranspose with auto_pad or output_shape is not supported by the torch bridge")
     begin, end = _pads(a, rank)
-    if begin != end or "output_shape" in a:
-        raise OnnxPruneError("ConvTranspose with asymmetric pads or output_shape is not supported by the torch bridge")
+    if begin != end:
+        raise OnnxPruneError("ConvTranspose with asymmetric pads is not supported by the torch bridge")
     fn = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[rank - 1]
     return fn(x, w, b, a.get("strides", [1] * rank), tuple(begin), a.get("output_padding", [0] * rank),
               a.get("group", 1), a.get("dilations", [1] * rank))
@@ -143,6 +158,7 @@ OPS["GlobalMaxPool"] = lambda a, x: x.amax(dim=tuple(range(2, x.dim())), keepdim
 OPS["Expand"] = lambda a, x, s: x * torch.ones(_ints(s), dtype=x.dtype)
 OPS["Tile"] = lambda a, x, r: x.repeat(*_ints(r))
 OPS["Range"] = lambda a, s, e, d: torch.arange(s.item(), e.item(), d.item(), dtype=s.dtype)
+OPS["LSTM"], OPS["GRU"], OPS["RNN"] = recurrent.lstm, recurrent.gru, recurrent.rnn
 
 
 def _fold(fn, xs):
@@ -182,15 +198,21 @@ def _instance_norm(a, x, scale, bias):
 def _pool_op(kind: str):
     def run(a, x):
         rank = x.dim() - 2
-        value = -math.inf if kind == "MaxPool" else 0.0
-        x, padding = _padded(x, a, rank, value)
         kernel, strides = a["kernel_shape"], a.get("strides", [1] * rank)
         ceil = bool(a.get("ceil_mode", 0))
         if kind == "MaxPool":
+            x, padding = _padded(x, a, rank, kernel, -math.inf)
             fn = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[rank - 1]
             return fn(x, kernel, strides, padding, a.get("dilations", [1] * rank), ceil)
         fn = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[rank - 1]
-        return fn(x, kernel, strides, padding, ceil, bool(a.get("count_include_pad", 0)))
+        include = bool(a.get("count_include_pad", 0))
+        padded, padding = _padded(x, a, rank, kernel)
+        out = fn(padded, kernel, strides, padding, ceil, include)
+        if padded is x or include:
+            return out
+        # asymmetric pads were applied explicitly: divide by the count of real cells instead
+        ones, _ = _padded(torch.ones_like(x[:1, :1]), a, rank, kernel)
+        return out / fn(ones, kernel, strides, padding, ceil, True)
     return run
 
 
@@ -289,10 +311,16 @@ def _pad(a, x, pads=None, value=None, axes=None):
     if mode == "constant":
         flat = [v for i in reversed(range(rank)) for v in (p[i], p[i + rank])]
         return F.pad(x, flat, value=float(value) if value is not None else a.get("value", 0.0))
-    if any(p[i] or p[i + rank] for i in range(2)):
-        raise OnnxPruneError(f"Pad mode {mode!r} on the batch or channel axis is not supported by the torch bridge")
-    flat = [v for i in reversed(range(2, rank)) for v in (p[i], p[i + rank])]
-    return F.pad(x, flat, mode="reflect" if mode == "reflect" else "replicate")
+    for axis in range(rank):  # reflect/edge on any axis: gather the mirrored or clamped indices
+        begin, end, n = p[axis], p[axis + rank], x.shape[axis]
+        if begin or end:
+            index = torch.arange(-begin, n + end)
+            if mode == "edge":
+                index = index.clamp(0, n - 1)
+            else:
+                index = (n - 1) - ((n - 1) - index.abs()).abs()
+            x = x.index_select(axis, index)
+    return x
 
 
 @op("Resize")
