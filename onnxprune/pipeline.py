@@ -25,7 +25,7 @@ import onnx
 
 from . import __version__
 from .analysis.cost import Cost, CostModel, float_params
-from .decide.importance import CRITERIA, all_importance, criterion_used
+from .decide.importance import CRITERIA, DATA_CRITERIA, all_importance, criterion_used
 from .decide.plan import (
     PruningPlan,
     check_ratio,
@@ -188,6 +188,10 @@ class PruneOptions:
             if self.recover != "none" or self.schedule == "sensitivity":
                 raise OnnxPruneError("{granularity} weight takes the uniform, global or evolution schedule, "
                                      "without recovery")
+        if self.criterion in DATA_CRITERIA and not self.data and (self.plan is None or any(
+                gp.keep is None for gp in self.plan.groups.values())):
+            raise OnnxPruneError(f"criterion {self.criterion} ranks channels by their activations: give calibration "
+                                 "data ({data})")
         if self.recover not in RECOVERY:
             raise OnnxPruneError(f"unknown recovery {self.recover!r}; choose one of {', '.join(RECOVERY)}")
         if self.recover != "none" and not self.data:
@@ -287,7 +291,8 @@ def make_plan(analysis: Analysis, options: PruneOptions, cost_model: CostModel |
             amount is not None for amount in (options.ratio, options.budget))
         if width and (options.plan is None or any(gp.keep is None for gp in options.plan.groups.values())):
             _check_criterion(analysis, criterion)  # only where channels are still to be ranked
-        scores = all_importance(analysis, criterion, options.seed)
+        data = calibration_data(analysis.model, options) if criterion in DATA_CRITERIA and options.data else None
+        scores = all_importance(analysis, criterion, options.seed, data)
         rounding = options.rounding()
         kw = dict(min_channels=options.min_channels, round_to=rounding, exclude=options.exclude, criterion=criterion)
         if options.plan is not None:
@@ -467,7 +472,7 @@ def check_exclude(analysis: Analysis, patterns) -> None:
 
 def _check_criterion(analysis: Analysis, criterion: str) -> None:
     if criterion == "bn-scale" and analysis.prunable_groups and all(
-            criterion_used(g, criterion) != "bn-scale" for g in analysis.prunable_groups):
+            criterion_used(g, criterion, analysis) != "bn-scale" for g in analysis.prunable_groups):
         raise OnnxPruneError("criterion bn-scale ranks channels by BatchNorm scales, and no prunable group of this "
                              "model has a BatchNorm (folded at export?); use l1 or l2")
 
@@ -478,12 +483,14 @@ def describe_criterion(analysis: Analysis, plan: PruningPlan) -> str:
     fallbacks: dict[str, int] = {}
     for gp in plan.groups.values():
         if gp.removed:
-            used = criterion_used(analysis.group(gp.id), criterion)
+            used = criterion_used(analysis.group(gp.id), criterion, analysis)
             if used != criterion:
                 fallbacks[used] = fallbacks.get(used, 0) + 1
     if not fallbacks:
         return criterion
     why = {"l1": "without BN", "l2": "without producer filters", "none": "without weights (index order)"}
+    if criterion in DATA_CRITERIA:
+        why["l1"] = "that no Conv, Gemm or MatMul reads"
     parts = [f"{used} for {n} group{'s' * (n != 1)} {why[used]}" for used, n in sorted(fallbacks.items())]
     return f"{criterion} ({'; '.join(parts)})"
 

@@ -15,7 +15,8 @@ from graphs import Builder
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph import normalize
 from onnxprune.analysis.groups import analyze
-from onnxprune.decide.importance import CRITERIA, all_importance, group_importance
+from onnxprune.decide.importance import all_importance, group_importance
+from onnxprune.decide.names import WEIGHT_CRITERIA
 
 # Four 1x1 filters over 2 input channels, chosen so that L1 and L2 order them differently:
 #   f0 = [3, 4]: L1 7, L2 5;  f1 = [6, 0]: L1 6, L2 6;  f2 = [1, 1]: L1 2, L2 1.414;  f3 = [-9, -0.5]: L1 9.5, L2 9.01
@@ -127,7 +128,7 @@ def test_all_importance_covers_prunable_groups_only():
     scores = all_importance(a, "l1")
     assert sorted(scores) == ["g0", "g1"]  # g2 reaches the output
     assert [len(scores[k]) for k in ("g0", "g1")] == [4, 6]
-    for criterion in CRITERIA:
+    for criterion in WEIGHT_CRITERIA:
         assert sorted(all_importance(a, criterion)) == ["g0", "g1"]
 
 

@@ -27,7 +27,7 @@ from clirun import assert_bad_input, cli, ok, sha256
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph import load_model, normalize
 from onnxprune.analysis.groups import analyze
-from onnxprune.decide.importance import CRITERIA, group_importance
+from onnxprune.decide.importance import CRITERIA, DATA_CRITERIA, group_importance
 from onnxprune.pipeline import PruneOptions, load_and_analyze, prune_file
 from onnxprune.selfcheck import self_check
 from tools.bench_external_data import build_big_model
@@ -152,7 +152,11 @@ def fp16_model(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("criterion", CRITERIA)
 def test_fp16_prunes_with_every_criterion(criterion, fp16_model, tmp_path):
     out = tmp_path / "p.onnx"
-    result = prune_file(fp16_model, out, PruneOptions(criterion=criterion, ratio=0.5))
+    data = None
+    if criterion in DATA_CRITERIA:  # the activation criteria read float16 activations
+        data = tmp_path / "calib.npz"
+        np.savez(data, x=np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float16))
+    result = prune_file(fp16_model, out, PruneOptions(criterion=criterion, ratio=0.5, data=data and str(data)))
     assert result.groups_pruned == 3 and result.after.macs < result.before.macs
     pruned = onnx.load(str(out))
     floats = [t for t in pruned.graph.initializer if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE)]

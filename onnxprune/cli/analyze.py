@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from ..decide.names import CRITERIA
+
 from ..errors import OnnxPruneError
 from .common import Column, Output, handle_errors, input_shape_option, json_text, output_options, parse_shapes
 
@@ -32,7 +34,7 @@ from .common import Column, Output, handle_errors, input_shape_option, json_text
                                       "with labels, else top-1 agreement for classifiers, mAP@0.5 for detection "
                                       "heads, CTC string agreement for [N, T, K] sequences, IoU for dense maps, "
                                       "else cosine similarity.")
-@click.option("--criterion", type=click.Choice(["l1", "l2", "bn-scale", "fpgm", "random"]), default="l1",
+@click.option("--criterion", type=click.Choice(CRITERIA), default="l1",
               show_default=True, help="Which channels --sensitivity removes at each ratio.")
 @click.option("--recover", type=click.Choice(["none", "bn", "reconstruct"]), default="none", show_default=True,
               help="Score each --sensitivity point after this recovery, as prune --recover would write it.")

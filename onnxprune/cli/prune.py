@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ..decide.names import CRITERIA
+
 from .common import Column, Output, flag, handle_errors, input_shape_option, json_text, output_options, parse_shapes
 
 
@@ -55,8 +57,11 @@ from .common import Column, Output, flag, handle_errors, input_shape_option, jso
 @click.option("--fuse/--no-fuse", default=True, show_default=True,
               help="After pruning, fold BatchNorm and per-channel scales into the layers before them and drop no-op "
                    "nodes (onnxscript's rewrite rules; exact up to fp32 round-off).")
-@click.option("--criterion", type=click.Choice(["l1", "l2", "bn-scale", "fpgm", "random"]), default="l1", show_default=True,
-              help="Channel importance: weight norms, BN scale (network slimming), geometric median, or a random baseline.")
+@click.option("--criterion", type=click.Choice(CRITERIA),
+              default="l1", show_default=True,
+              help="Channel importance: weight norms, BN scale (network slimming), geometric median, a random baseline; "
+                   "with --data: mean |activation|, 1 - APoZ, or structured Wanda (|W| x |X|) of what the consumer layers "
+                   "read.")
 @click.option("--global", "global_rank", is_flag=True, help="Same as --schedule global.")
 @click.option("--max-ratio", type=float, default=0.9, show_default=True, help="Cap on the fraction removed from any one group.")
 @click.option("--round-to", metavar="N|auto", default="auto", show_default=True,

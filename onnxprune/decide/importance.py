@@ -11,6 +11,8 @@ Criteria (``CRITERIA``):
   Euclidean distances to all other filters of the layer (He et al., "Filter Pruning via
   Geometric Median", CVPR 2019). Uses output-filter slots only; without one, falls back to ``l2``.
 * ``random``: seeded uniform scores, a baseline.
+* ``activation``, ``apoz``, ``wanda``: from calibration activations, see
+  :mod:`onnxprune.decide.data_importance`.
 
 **BN-aware weights.** A Conv/Gemm/MatMul weight whose output is read only by a BatchNormalization
 is scored as the weight the exporter would fold that BN into: ``W * gamma / sqrt(var + eps)``
@@ -36,19 +38,28 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..errors import OnnxPruneError
 from ..analysis.groups import IN, NORM, OUT, Analysis, ChannelGroup, decoded
+from ..errors import OnnxPruneError
+from .data_importance import data_importance, feature_statistics, has_data_reads
+from .folded import bn_folded, bn_scale
+from .names import CRITERIA, DATA_CRITERIA
 
-CRITERIA = ("l1", "l2", "bn-scale", "fpgm", "random")
 
-
-def group_importance(analysis: Analysis, group: ChannelGroup, criterion: str = "l1", seed: int = 0) -> np.ndarray:
+def group_importance(analysis: Analysis, group: ChannelGroup, criterion: str = "l1", seed: int = 0,
+                     stats: dict | None = None) -> np.ndarray:
     """Scores of ``group``'s channels, shape ``[group.channels]``, float64, higher = keep.
+    ``stats``: :func:`~onnxprune.decide.data_importance.feature_statistics`, needed by the data
+    criteria (:mod:`onnxprune.decide.data_importance`).
 
-    Errors: an unknown criterion (``OnnxPruneError``).
+    Errors: an unknown criterion, a data criterion without ``stats`` (``OnnxPruneError``).
     """
     if criterion not in CRITERIA:
         raise OnnxPruneError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
+    if criterion in DATA_CRITERIA:
+        if stats is None:
+            raise OnnxPruneError(f"criterion {criterion} measures the model: give calibration data ({{data}})")
+        scores = data_importance(analysis, group, criterion, stats)
+        return scores if scores is not None else group_importance(analysis, group, "l1")
     if criterion == "random":
         rng = np.random.default_rng([seed, int(group.id[1:])])
         return rng.random(group.channels)
@@ -63,11 +74,14 @@ def group_importance(analysis: Analysis, group: ChannelGroup, criterion: str = "
     return scores if scores is not None else np.zeros(group.channels)
 
 
-def criterion_used(group: ChannelGroup, criterion: str) -> str:
+def criterion_used(group: ChannelGroup, criterion: str, analysis: Analysis | None = None) -> str:
     """The criterion :func:`group_importance` actually applies to ``group``: ``bn-scale`` falls
     back to ``l1`` for a group without a BatchNorm/InstanceNorm scale, ``fpgm`` to ``l2`` for a
-    group without producer filters; ``none`` when there are no weights to score at all."""
+    group without producer filters, a data criterion to ``l1`` for a group that no layer it
+    can read consumes (``analysis`` tells); ``none`` when there are no weights to score at all."""
     roles = {slot.role for slot in group.slots}
+    if criterion in DATA_CRITERIA and analysis is not None and not has_data_reads(analysis, group):
+        criterion = "l1"
     if criterion == "bn-scale" and NORM not in roles:
         criterion = "l1"
     if criterion == "fpgm" and OUT not in roles:
@@ -77,9 +91,11 @@ def criterion_used(group: ChannelGroup, criterion: str) -> str:
     return criterion
 
 
-def all_importance(analysis: Analysis, criterion: str = "l1", seed: int = 0) -> dict[str, np.ndarray]:
-    """Scores of every prunable group, keyed by group id."""
-    return {g.id: group_importance(analysis, g, criterion, seed) for g in analysis.prunable_groups}
+def all_importance(analysis: Analysis, criterion: str = "l1", seed: int = 0, data=None) -> dict[str, np.ndarray]:
+    """Scores of every prunable group, keyed by group id. ``data`` (a
+    :class:`~onnxprune.runtime.evaluate.Dataset`): the calibration data a data criterion reads."""
+    stats = feature_statistics(analysis, data) if criterion in DATA_CRITERIA and data is not None else None
+    return {g.id: group_importance(analysis, g, criterion, seed, stats) for g in analysis.prunable_groups}
 
 
 class _Lp:
@@ -120,38 +136,6 @@ def _fpgm(rows: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
     return np.sqrt(d2).sum(axis=1)
 
 
-def _bn_scale(analysis: Analysis, node_index: int, values: np.ndarray) -> tuple[np.ndarray | None, int | None]:
-    """The factor (and its axis of ``values``, the weight of node ``node_index``) that folding
-    the BatchNormalization that alone reads the node's output would multiply it by; ``(None,
-    None)`` when there is none."""
-    axis = analysis.output_axis.get(node_index)
-    node = analysis.graph.nodes[node_index]
-    if axis is None or len(node.outputs) != 1:
-        return None, None
-    readers = node.outputs[0].outputs
-    if len(readers) != 1 or readers[0].op != "BatchNormalization" or len(readers[0].inputs) < 5:
-        return None, None
-    bn = readers[0]
-    if bn.inputs[0] is not node.outputs[0] or not all(isinstance(t, gs.Constant) for t in (bn.inputs[1], bn.inputs[4])):
-        return None, None
-    gamma = np.asarray(decoded(bn.inputs[1]), dtype=np.float64)
-    var = np.asarray(decoded(bn.inputs[4]), dtype=np.float64)
-    if gamma.shape != (values.shape[axis],) or var.shape != gamma.shape:
-        return None, None  # e.g. a grouped ConvTranspose, whose weight holds C_out / group per row
-    return gamma / np.sqrt(var + float(bn.attrs.get("epsilon", 1e-5))), axis
-
-
-def _bn_folded(analysis: Analysis, node_index: int, values: np.ndarray) -> np.ndarray:
-    """``values`` (the weight of node ``node_index``) scaled as if the BatchNormalization that
-    alone reads the node's output were folded into it; unchanged when there is none."""
-    scale, axis = _bn_scale(analysis, node_index, values)
-    if scale is None:
-        return values
-    shape = [1] * values.ndim
-    shape[axis] = -1
-    return values * scale.reshape(shape)
-
-
 def _aggregate(analysis: Analysis, group: ChannelGroup, roles, score_fn) -> np.ndarray | None:
     k = analysis.group_index[group.id]
     total = np.zeros(group.channels)
@@ -167,12 +151,12 @@ def _aggregate(analysis: Analysis, group: ChannelGroup, roles, score_fn) -> np.n
             values = values.astype(np.float32)  # float16 squares would overflow
         folds = slot.input_index == 1 and slot.role in (OUT, IN)
         if isinstance(score_fn, _Lp):
-            scale, scale_axis = _bn_scale(analysis, slot.node_index, values) if folds else (None, None)
+            scale, scale_axis = bn_scale(analysis, slot.node_index, values) if folds else (None, None)
             rows = score_fn.row_sums(values, slot.axis, scale, scale_axis)[inside]
         else:
             values = values.astype(np.float64)
             if folds:
-                values = _bn_folded(analysis, slot.node_index, values)
+                values = bn_folded(analysis, slot.node_index, values)
             rows = np.moveaxis(values, slot.axis, 0)
             rows = rows.reshape(rows.shape[0], -1)[inside]
         present = np.unique(pos[inside])

@@ -98,7 +98,6 @@ class PlanEvaluator:
         self.analysis = load_and_analyze(spec.model, spec.input_shapes)
         self.cost = CostModel(self.analysis)
         self.before = self.cost.cost()
-        self.scores = all_importance(self.analysis, spec.criterion, spec.seed)
         session = self._session(self.analysis.model)
         specs = input_specs(session)
         if spec.data:
@@ -110,6 +109,7 @@ class PlanEvaluator:
         if len(data) < 2:
             raise OnnxPruneError(f"calibration data has {len(data)} sample; give at least 2")
         self.data: Dataset = data
+        self.scores = all_importance(self.analysis, spec.criterion, spec.seed, data)
         self.reference = run_model(session, data, spec.batch_size)
         self.baseline = compare_outputs(self.reference, self.reference, data.labels)[0]
         self._position = {n.name: i for i, n in enumerate(self.analysis.model.graph.node)}
