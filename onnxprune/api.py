@@ -61,7 +61,7 @@ def prune(model: PathLike, output: PathLike, *, ratio: float | None = None, targ
           exclude: Sequence[str] = (), seed: int = 0, allow_noop: bool = False, input_shapes: Shapes = None,
           plan_out: PathLike | None = None, drop_blocks: int | Sequence[str] | None = None,
           depth_ratio: float | None = None, block_criterion: str = "norm", mix_blocks: bool = False,
-          fuse: bool = True, strict: bool = False) -> PruneResult:
+          fuse: bool = True, strict: bool = False, steps: int = 1) -> PruneResult:
     """Prune ``model`` into ``output``: give exactly one of ``ratio`` (the fraction of each
     group's channels to remove), ``target_macs`` or ``target_params`` (the fraction of MACs or
     params to keep, met within 0.02), ``target_latency`` (the fraction of the latency on
@@ -70,7 +70,9 @@ def prune(model: PathLike, output: PathLike, *, ratio: float | None = None, targ
     or measured on ``data``) or ``evolution`` (searched on ``data``); ``recover`` (``bn`` or
     ``reconstruct``) repairs the result on ``data``. Depth: ``drop_blocks`` (a count, or residual
     block ids / Add names) or ``depth_ratio``, alone or with a width amount. ``fuse`` folds BN
-    after pruning. ``strict`` makes a goal that is not met (``result.warnings``) an error. The other
+    after pruning. ``steps`` > 1 reaches ``target_macs``/``target_params`` in rounds of prune and
+    recover on ``data`` (``result.rounds``). ``criterion`` ``activation``, ``apoz`` and ``wanda``
+    rank channels by ``data``'s activations. ``strict`` makes a goal that is not met (``result.warnings``) an error. The other
     parameters are ``onnxprune prune``'s options. Returns a :class:`PruneResult` (``before`` and
     ``after`` costs, ``plan``, ``notes``, ``warnings``, ``recovery``). The output is checked, and written atomically; it never replaces
     ``model`` or a file it reads. Errors: ``OnnxPruneError``."""
@@ -86,7 +88,8 @@ def prune(model: PathLike, output: PathLike, *, ratio: float | None = None, targ
                            evaluations=evaluations, jobs=jobs, scheduler=scheduler, recover=recover,
                            drop_blocks=() if drop_blocks is None or isinstance(drop_blocks, int) else tuple(drop_blocks),
                            drop_count=drop_blocks if isinstance(drop_blocks, int) else None, depth_ratio=depth_ratio,
-                           block_criterion=block_criterion, mix_blocks=mix_blocks, fuse=fuse, strict=strict)
+                           block_criterion=block_criterion, mix_blocks=mix_blocks, fuse=fuse, strict=strict,
+                           steps=steps)
     return prune_file(model, output, options, _shapes(input_shapes), plan_out=plan_out)
 
 

@@ -49,6 +49,7 @@ from .rewrite import apply_removal
 from .transform.depth import drop_blocks
 from .transform.recover import METHODS as RECOVERY
 from .transform.recover import RecoveryReport, recover
+from .transform.gradual import prune_in_steps
 
 Progress = Callable[[str], None]
 """Told the name of each stage as it starts: loading, analyzing, planning, rewriting, checking,
@@ -65,7 +66,8 @@ class PruneOptions:
     ``provider`` with ``threads``, then measured, :func:`_latency_plan`), or ``plan``; and at
     most one depth amount: ``drop_blocks`` (residual block ids or Add names), ``drop_count``
     (the lowest by ``block_criterion``) or ``depth_ratio``. With both, the budget counts the
-    dropped blocks. ``mix_blocks`` lets the sensitivity and evolution schedules drop blocks
+    dropped blocks. ``steps`` > 1 reaches ``target_macs`` or ``target_params`` in that many rounds
+    of prune and recover (:mod:`onnxprune.transform.gradual`). ``mix_blocks`` lets the sensitivity and evolution schedules drop blocks
     themselves. ``fuse`` (default) folds BN and per-channel scales after pruning
     (:mod:`onnxprune.transform.fuse`). ``round_to`` (``"auto"`` or an int) and ``provider``
     set the channel multiple (:mod:`onnxprune.decide.rounding`). A plan that removes nothing
@@ -106,6 +108,7 @@ class PruneOptions:
     fuse: bool = True
     mix_blocks: bool = False
     strict: bool = False
+    steps: int = 1
 
     @property
     def budget(self) -> Budget | None:
@@ -192,6 +195,17 @@ class PruneOptions:
                 gp.keep is None for gp in self.plan.groups.values())):
             raise OnnxPruneError(f"criterion {self.criterion} ranks channels by their activations: give calibration "
                                  "data ({data})")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise OnnxPruneError(f"{{steps}} must be an integer >= 1, got {self.steps}")
+        if self.steps > 1:
+            if self.target_macs is None and self.target_params is None:
+                raise OnnxPruneError("{steps} reaches a target in rounds: give {target_macs} or {target_params}")
+            if self.sensitivity is not None or self.plan is not None or self.depth or self.granularity == "weight":
+                raise OnnxPruneError("{steps} re-plans every round on the model the last round made: it cannot take "
+                                     "{sensitivity} or {plan} (they describe the input model), a depth amount, or "
+                                     "{granularity} weight")
+            if not self.data:
+                raise OnnxPruneError("{steps} measures the task metric after every round: give calibration data ({data})")
         if self.recover not in RECOVERY:
             raise OnnxPruneError(f"unknown recovery {self.recover!r}; choose one of {', '.join(RECOVERY)}")
         if self.recover != "none" and not self.data:
@@ -238,6 +252,7 @@ class PruneResult:
     round_to: str = "1"  # the channel rounding applied, as the summary shows it ("auto (16: ...)")
     latency: LatencyCheck | None = None  # with target_latency: predicted against measured
     warnings: list[str] = field(default_factory=list)  # a goal not met; options written as {name}
+    rounds: list = field(default_factory=list)  # with steps > 1: one onnxprune.transform.gradual.Round each
 
     def notes_text(self, spell=None) -> list[str]:
         """:attr:`notes` with their options spelled by ``spell`` (default: Python parameter names;
@@ -261,6 +276,7 @@ class PruneResult:
             "round_to": self.plan.meta.get("round_to", 1),
             "latency": self.latency.to_dict() if self.latency else None,
             "warnings": [render_options(w, spell) for w in self.warnings],
+            "rounds": [r.to_dict() for r in self.rounds],
         }
 
 
@@ -888,6 +904,12 @@ def prune_into(outputs: OutputSet, model_path: str | Path, options: PruneOptions
     start = time.perf_counter()
     step = progress or (lambda stage: None)
     options.validate()
+    if options.steps > 1:
+        if plan_label is not None:
+            raise OnnxPruneError("{steps} makes one plan per round, each for the model the round before made: it "
+                                 "cannot save one plan for the input model")
+        return prune_in_steps(prune_file, outputs, model_path, options, input_shapes, model_label=model_label,
+                              progress=progress)
     step("loading")
     model, data_files = read_model(model_path)
     outputs.add_reads({"the external data of the input model": data_files})

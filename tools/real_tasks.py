@@ -90,7 +90,16 @@ TASKS = {t.name: t for t in (
 )}
 
 TARGETS = (0.75, 0.5)
-RECOVERIES = ("none", "bn", "reconstruct")
+PATHS = {  # name -> PruneOptions fields; every path but "none" reads the calibration data
+    "none": {},
+    "bn": {"recover": "bn"},
+    "reconstruct": {"recover": "reconstruct"},
+    "activation+reconstruct": {"criterion": "activation", "recover": "reconstruct"},
+    "wanda+reconstruct": {"criterion": "wanda", "recover": "reconstruct"},
+    "apoz+reconstruct": {"criterion": "apoz", "recover": "reconstruct"},
+    "wanda+bn": {"criterion": "wanda", "recover": "bn"},
+}
+DEFAULT_PATHS = ("none", "bn", "reconstruct")
 
 
 def score(task: Task, original: Path, candidate: Path, data: Path) -> tuple[float, float]:
@@ -103,8 +112,12 @@ def score(task: Task, original: Path, candidate: Path, data: Path) -> tuple[floa
     return first.original, first.pruned
 
 
-def run_task(task: Task, seeds: int, calib: int, evaluate: int, work: Path, progress=print) -> dict:
-    """``{"original": [per seed], "0.5/none": [...], ...}``: the task metric per seed."""
+def run_task(task: Task, seeds: int, calib: int, evaluate: int, work: Path, paths=DEFAULT_PATHS,
+             progress=print) -> dict:
+    """``{"original": [per seed], "0.5/none": [...], "0.5/none:macs": [...], "0.5/none:seconds":
+    [...], ...}``: the task metric per seed, and the MACs kept and prune seconds of each point."""
+    import time
+
     from onnxprune.api import PruneOptions, prune_file
 
     model = task.model()
@@ -114,28 +127,39 @@ def run_task(task: Task, seeds: int, calib: int, evaluate: int, work: Path, prog
         calib_path = task.write(work / f"{task.name}_calib{seed}.npz", calib, seed)
         eval_path = task.write(work / f"{task.name}_eval{seed}.npz", evaluate, 1000 + seed)
         for target in TARGETS:
-            for recovery in RECOVERIES:
-                out = work / f"{task.name}_{target}_{recovery}_{seed}.onnx"
-                options = PruneOptions(target_macs=target, recover=recovery,
-                                       data=None if recovery == "none" else str(calib_path), metric=task.metric)
-                prune_file(model, out, options, input_shapes=shapes)
+            for path in paths:
+                fields = PATHS[path]
+                out = work / f"{task.name}_{target}_{path}_{seed}.onnx"
+                options = PruneOptions(target_macs=target, data=str(calib_path) if fields else None,
+                                       metric=task.metric, **fields)
+                start = time.perf_counter()
+                result = prune_file(model, out, options, input_shapes=shapes)
+                seconds = time.perf_counter() - start
                 original, pruned = score(task, model, out, eval_path)
-                figures.setdefault("original", []).append(original) if target == TARGETS[0] and recovery == "none" \
-                    else None
-                figures.setdefault(f"{target}/{recovery}", []).append(pruned)
-                progress(f"{task.name} seed {seed} MACs {target} recover {recovery}: {pruned:.3f} "
-                         f"(original {original:.3f})")
+                if target == TARGETS[0] and path == paths[0]:
+                    figures.setdefault("original", []).append(original)
+                column = f"{target}/{path}"
+                figures.setdefault(column, []).append(pruned)
+                figures.setdefault(f"{column}:macs", []).append(result.after.macs / result.before.macs)
+                figures.setdefault(f"{column}:seconds", []).append(seconds)
+                progress(f"{task.name} seed {seed} MACs {target} {path}: {pruned:.3f} (original {original:.3f}, "
+                         f"{seconds:.1f} s)")
     return figures
 
 
-def table(results: dict) -> str:
-    """A markdown table: one row per task, mean ± std per column."""
-    columns = ["original"] + [f"{t}/{r}" for t in TARGETS for r in RECOVERIES]
+def table(results: dict, paths=DEFAULT_PATHS) -> str:
+    """A markdown table: one row per task, the metric's mean ± std over seeds per column, and
+    the mean prune time of each column."""
+    columns = ["original"] + [f"{t}/{p}" for t in TARGETS for p in paths]
     head = "| task | metric | " + " | ".join(c.replace("/", " MACs, ") for c in columns) + " |"
     lines = [head, "|" + "---|" * (len(columns) + 2)]
     for name, figures in results.items():
         cells = [f"{np.mean(figures[c]):.3f} ± {np.std(figures[c]):.3f}" for c in columns]
         lines.append(f"| {name} | {TASKS[name].metric} | " + " | ".join(cells) + " |")
+    for name, figures in results.items():
+        cells = [""] + [f"{np.mean(figures[c + ':seconds']):.1f} s" if c + ":seconds" in figures else "-"
+                        for c in columns[1:]]
+        lines.append(f"| {name} | prune time | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -145,6 +169,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--calib", type=int, default=128, help="calibration samples per seed")
     parser.add_argument("--eval", type=int, default=128, help="evaluation samples per seed")
+    parser.add_argument("--paths", default=",".join(DEFAULT_PATHS), help="comma-separated: " + ", ".join(PATHS))
     parser.add_argument("--json", help="also write the per-seed figures here")
     parser.add_argument("--write-data", metavar="TASK", help="only write TASK's data to --out")
     parser.add_argument("--out")
@@ -154,11 +179,15 @@ def main(argv=None) -> int:
     if args.write_data:
         print(TASKS[args.write_data].write(args.out, args.n, args.seed))
         return 0
+    paths = tuple(args.paths.split(","))
+    unknown = [p for p in paths if p not in PATHS]
+    if unknown:
+        parser.error(f"unknown path {unknown[0]}; choose from {', '.join(PATHS)}")
     results = {}
     with tempfile.TemporaryDirectory() as work:
         for name in args.tasks.split(","):
-            results[name] = run_task(TASKS[name], args.seeds, args.calib, args.eval, Path(work))
-    print(table(results))
+            results[name] = run_task(TASKS[name], args.seeds, args.calib, args.eval, Path(work), paths)
+    print(table(results, paths))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

@@ -37,6 +37,9 @@ from .common import Column, Output, flag, handle_errors, input_shape_option, jso
 @click.option("--recover", type=click.Choice(["none", "bn", "reconstruct"]), default="none", show_default=True,
               help="Repair the pruned layers on --data without training: least-squares reconstruction, or BN "
                    "statistics re-estimation.")
+@click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Reach --target-macs/--target-params in N rounds: prune the same fraction of what is left, "
+                   "recover (--recover), re-measure the task metric on --data, repeat. Needs --data.")
 @click.option("--metric", type=click.Choice(["auto", "accuracy", "agreement", "top1", "map50", "ctc", "iou", "cosine", "rel_mse"]), default="auto",
               show_default=True, help="What the measuring schedules optimize (see 'analyze --help').")
 @click.option("--evaluations", type=click.IntRange(min=1), default=300, show_default=True,
@@ -83,7 +86,7 @@ from .common import Column, Output, flag, handle_errors, input_shape_option, jso
 @output_options
 @handle_errors
 def prune(model, output, ratio, target_macs, plan_path, target_params, target_latency, schedule, sensitivity_path, data_path,
-          calib_samples, granularity, recover, metric, evaluations, jobs, scheduler, drop_blocks, depth_ratio,
+          calib_samples, granularity, recover, steps, metric, evaluations, jobs, scheduler, drop_blocks, depth_ratio,
           block_criterion, mix_blocks, fuse, criterion, global_rank, max_ratio, round_to, provider, min_channels, exclude, seed,
           allow_noop, strict,
           input_shape, json_path, fmt, quiet, verbose):
@@ -124,7 +127,8 @@ def prune(model, output, ratio, target_macs, plan_path, target_params, target_la
                                data=data_path, calib_samples=calib_samples, metric=metric, evaluations=evaluations,
                                jobs=jobs, scheduler=scheduler, recover=recover, granularity=granularity,
                                drop_blocks=drop_names, drop_count=drop_count, depth_ratio=depth_ratio,
-                               block_criterion=block_criterion, fuse=fuse, mix_blocks=mix_blocks, strict=strict)
+                               block_criterion=block_criterion, fuse=fuse, mix_blocks=mix_blocks, strict=strict,
+                               steps=steps)
         shapes = parse_shapes(input_shape)
         with out.status("pruning") as stage:
             result = prune_into(outputs, model, options, shapes,
