@@ -75,7 +75,7 @@ def test_a_data_criterion_without_data_is_refused():
         PruneOptions(criterion="activation", ratio=0.25).validate()
 
 
-@pytest.mark.parametrize("criterion", ["activation", "apoz", "wanda"])
+@pytest.mark.parametrize("criterion", ["activation", "apoz", "wanda", "greedy"])
 def test_a_channel_that_never_fires_is_removed_first_and_the_outputs_stay_identical(criterion, tmp_path):
     """On positive inputs channel 3 (both weights negative) is 0 after ReLU on every sample:
     every data criterion ranks it last, and removing it changes no output."""
@@ -93,3 +93,51 @@ def test_a_channel_that_never_fires_is_removed_first_and_the_outputs_stay_identi
     got = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
     np.testing.assert_array_equal(got, want)
     assert result.after.macs < result.before.macs
+
+
+def test_greedy_keeps_what_the_others_cannot_explain():
+    # Feature 2 = feature 0 + feature 1; feature 3 small but independent: greedy keeps 3 over 2.
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(3, 500))
+    x = np.stack([base[0], base[1], base[0] + base[1], 0.1 * base[2]])
+    from onnxprune.decide.data_importance import greedy_order_scores
+
+    scores = greedy_order_scores(x @ x.T / 500, np.ones(4))
+    assert int(np.argmin(scores)) in (0, 1, 2) and scores[3] > scores.min()
+    dependent = sorted(np.argsort(scores)[:1].tolist())
+    assert dependent[0] != 3  # the independent small feature is never the first to go
+    assert sorted(scores) == [1, 2, 3, 4]
+
+
+def test_greedy_finds_planted_duplicates_that_reconstruction_absorbs_exactly(tmp_path):
+    """Two of six channels are exact copies of others (same filter): greedy removes them, and
+    least-squares reconstruction of the next layer gives the original outputs back; mean
+    activation ranks by size and removes two of the small, independent channels instead."""
+    import onnx
+
+    rng = np.random.default_rng(2)
+    filters = rng.normal(size=(6, 3)).astype(np.float32)
+    filters[1] *= 0.3
+    filters[2] *= 0.3
+    filters[4], filters[5] = filters[0], filters[3]  # the planted copies
+    g = Builder()
+    y = g.conv(g.input(["N", 3, 4, 4]), 6, k=1, bias=False, w=filters.reshape(6, 3, 1, 1))
+    y = g.conv(g.relu(y), 2, k=1, bias=False, w=rng.normal(size=(2, 6, 1, 1)).astype(np.float32))
+    path = tmp_path / "m.onnx"
+    onnx.save(normalize(g.output(y).model()), path)
+    calib = tmp_path / "c.npz"
+    np.savez(calib, x=rng.normal(size=(64, 3, 4, 4)).astype(np.float32))
+    x = rng.normal(size=(8, 3, 4, 4)).astype(np.float32)
+    want = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    errors, kept = {}, {}
+    for criterion in ("greedy", "activation"):
+        out = tmp_path / f"{criterion}.onnx"
+        result = prune_file(path, out, PruneOptions(criterion=criterion, ratio=2 / 6, round_to=1, data=str(calib),
+                                                    recover="reconstruct", fuse=False))
+        kept[criterion] = set(result.plan.groups["g0"].keep)
+        got = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
+        errors[criterion] = float(np.abs(got - want).max() / np.abs(want).max())
+    assert len(kept["greedy"] & {0, 4}) == 1 and len(kept["greedy"] & {3, 5}) == 1  # one of each pair of copies
+    assert {1, 2} <= kept["greedy"]
+    assert {0, 4} <= kept["activation"] or {3, 5} <= kept["activation"]  # it keeps both copies of a pair
+    assert errors["greedy"] < 0.01 < errors["activation"]  # only the ridge term of the fit is left

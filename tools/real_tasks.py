@@ -98,6 +98,14 @@ PATHS = {  # name -> PruneOptions fields; every path but "none" reads the calibr
     "wanda+reconstruct": {"criterion": "wanda", "recover": "reconstruct"},
     "apoz+reconstruct": {"criterion": "apoz", "recover": "reconstruct"},
     "wanda+bn": {"criterion": "wanda", "recover": "bn"},
+    "greedy+reconstruct": {"criterion": "greedy", "recover": "reconstruct"},
+    "greedy+reconstruct+steps3": {"criterion": "greedy", "recover": "reconstruct", "steps": 3},
+    "greedy+reconstruct+steps3+distill": {"criterion": "greedy", "recover": "reconstruct", "steps": 3, "distill": 3},
+    "wanda+reconstruct+steps3": {"criterion": "wanda", "recover": "reconstruct", "steps": 3},
+    # then `finetune` by distillation on the calibration images without their labels, 3 epochs,
+    # the best epoch kept on a separate unlabeled validation set (agreement with the original)
+    "wanda+reconstruct+steps3+distill": {"criterion": "wanda", "recover": "reconstruct", "steps": 3, "distill": 3},
+    "wanda+reconstruct+distill": {"criterion": "wanda", "recover": "reconstruct", "distill": 3},
 }
 DEFAULT_PATHS = ("none", "bn", "reconstruct")
 
@@ -128,13 +136,19 @@ def run_task(task: Task, seeds: int, calib: int, evaluate: int, work: Path, path
         eval_path = task.write(work / f"{task.name}_eval{seed}.npz", evaluate, 1000 + seed)
         for target in TARGETS:
             for path in paths:
-                fields = PATHS[path]
+                fields = dict(PATHS[path])
+                epochs = fields.pop("distill", 0)
                 out = work / f"{task.name}_{target}_{path}_{seed}.onnx"
                 options = PruneOptions(target_macs=target, data=str(calib_path) if fields else None,
                                        metric=task.metric, **fields)
                 start = time.perf_counter()
                 result = prune_file(model, out, options, input_shapes=shapes)
                 seconds = time.perf_counter() - start
+                if epochs:
+                    out = distill(task, model, out, work, calib_path, seed, epochs)
+                    figures.setdefault(f"{target}/{path}:distill_seconds", []).append(
+                        time.perf_counter() - start - seconds)
+                    seconds = time.perf_counter() - start
                 original, pruned = score(task, model, out, eval_path)
                 if target == TARGETS[0] and path == paths[0]:
                     figures.setdefault("original", []).append(original)
@@ -145,6 +159,22 @@ def run_task(task: Task, seeds: int, calib: int, evaluate: int, work: Path, path
                 progress(f"{task.name} seed {seed} MACs {target} {path}: {pruned:.3f} (original {original:.3f}, "
                          f"{seconds:.1f} s)")
     return figures
+
+
+def distill(task: Task, model: Path, pruned: Path, work: Path, calib_path: Path, seed: int, epochs: int) -> Path:
+    """``pruned`` fine-tuned by distillation from ``model`` on the calibration inputs without
+    their labels, keeping the best epoch on fresh unlabeled validation data (seed 2000 + s)."""
+    from onnxprune.api import finetune
+
+    unlabeled = work / f"{task.name}_calib{seed}_unlabeled.npz"
+    with np.load(calib_path) as z:
+        np.savez(unlabeled, **{k: z[k] for k in z.files if k != "labels"})
+    val = work / f"{task.name}_val{seed}.npz"
+    np.savez(val, **{k: v for k, v in task.data(max(16, len(np.load(unlabeled)[task.input]) // 4), 2000 + seed).items()
+                     if k != "labels"})
+    out = pruned.with_name(pruned.stem + "_distilled.onnx")
+    finetune(pruned, out, teacher=model, data=unlabeled, val=val, epochs=epochs, seed=seed)
+    return out
 
 
 def table(results: dict, paths=DEFAULT_PATHS) -> str:

@@ -15,6 +15,16 @@ Criteria (``DATA_CRITERIA``; each needs calibration data):
 * ``apoz``: ``1 - APoZ``, one minus the fraction of entries that are exactly zero (Hu et al.,
   "Network Trimming", arXiv:1607.03250, 2016). Meaningful after ReLU; where no entry is zero
   (SiLU, no activation) every channel ties, and ties are ordered by ``activation``.
+* ``greedy``: greedy reconstruction-error selection, refit-aware: with the consumer's
+  features weighted by their weight rows, ``v_j = ‖W_j‖₂ · X_j``, channels are chosen to *keep*
+  one at a time, each the one whose feature the already chosen ones explain least (largest
+  residual after least-squares projection: pivoted Cholesky of the Gram matrix ``VᵀV``). A
+  channel chosen late is one whose removal a least-squares refit of the next layer
+  (``--recover reconstruct``) absorbs best; an exact copy of another channel is chosen last.
+  Score: ``C - p`` for the channel chosen ``p``-th. This is the selection step of channel
+  pruning by reconstruction (He et al., "Channel Pruning for Accelerating Very Deep Neural
+  Networks", ICCV 2017; Luo et al., ThiNet, ICCV 2017), solved greedily on the features'
+  Gram matrix; a Conv's ``k x k`` window is read as its centre (the feature map itself).
 * ``wanda``: ``‖W_j‖₂ · ‖X_j‖₂``, the consumer's weight row times the RMS of the feature it
   reads (structured Wanda: Sun et al., "A Simple and Effective Pruning Approach for Large
   Language Models", ICLR 2024; the channel form of An et al., FLAP, AAAI 2024). A consumer
@@ -41,6 +51,7 @@ from .folded import bn_folded
 from .names import DATA_CRITERIA  # noqa: F401  (the criteria this module computes)
 
 CHUNK = 8  # tensors captured per pass over the calibration data
+GRAM_LIMIT = 4096  # features above which ``greedy`` skips a slot (its Gram matrix would be too large)
 
 
 @dataclass
@@ -51,6 +62,7 @@ class FeatureStats:
     abs_mean: np.ndarray
     rms: np.ndarray
     zero: np.ndarray
+    gram: np.ndarray | None = None  # [features, features]: mean of x xᵀ (for ``greedy``)
 
 
 def _reads(analysis: Analysis, group: ChannelGroup):
@@ -75,10 +87,12 @@ def _reads(analysis: Analysis, group: ChannelGroup):
         yield slot, node.inputs[0].name, axis
 
 
-def feature_statistics(analysis: Analysis, data, batch_size: int = 64) -> dict[tuple[str, int], FeatureStats]:
+def feature_statistics(analysis: Analysis, data, batch_size: int = 64,
+                       gram: bool = False) -> dict[tuple[str, int], FeatureStats]:
     """:class:`FeatureStats` of the data input of every consumer layer of every prunable group,
     keyed by ``(tensor name, feature axis)``, on ``data`` (a
-    :class:`~onnxprune.runtime.evaluate.Dataset` for ``analysis.model``)."""
+    :class:`~onnxprune.runtime.evaluate.Dataset` for ``analysis.model``); with ``gram``, each
+    with its Gram matrix."""
     from ..runtime.activations import capture
     from ..runtime.samples import trace_axes
 
@@ -97,7 +111,8 @@ def feature_statistics(analysis: Analysis, data, batch_size: int = 64) -> dict[t
             values = np.asarray(captured.joined(name), dtype=np.float64)
             for key in [k for k in wanted if k[0] == name]:
                 moved = np.moveaxis(values, key[1], 0).reshape(values.shape[key[1]], -1)
-                out[key] = FeatureStats(np.abs(moved).mean(1), np.sqrt(np.square(moved).mean(1)), (moved == 0).mean(1))
+                out[key] = FeatureStats(np.abs(moved).mean(1), np.sqrt(np.square(moved).mean(1)), (moved == 0).mean(1),
+                                        moved @ moved.T / moved.shape[1] if gram and len(moved) <= GRAM_LIMIT else None)
         del captured
     return out
 
@@ -124,7 +139,11 @@ def data_importance(analysis: Analysis, group: ChannelGroup, criterion: str,
             continue
         roots = analysis.root_of[slot.ids]
         inside = analysis.unit_group[roots] == k
-        if criterion == "activation":
+        if criterion == "greedy":
+            if feature.gram is None:
+                continue
+            per_row = greedy_order_scores(feature.gram, _row_norms(analysis, slot))
+        elif criterion == "activation":
             per_row = feature.abs_mean
         elif criterion == "apoz":
             mean = feature.abs_mean.mean()
@@ -148,3 +167,32 @@ def data_importance(analysis: Analysis, group: ChannelGroup, criterion: str,
 def has_data_reads(analysis: Analysis, group: ChannelGroup) -> bool:
     """Whether a data criterion can score ``group`` (it has a consumer slot it reads)."""
     return any(True for _ in _reads(analysis, group))
+
+
+def greedy_order_scores(gram: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``C - p`` for the feature chosen ``p``-th by pivoted Cholesky of ``D G D`` (``G`` the
+    features' Gram matrix ``[C, C]``, ``D = diag(weights)``): each step keeps the feature with
+    the largest residual energy after projecting out those already kept. Features the kept
+    ones explain completely (residual below 1e-9 of the largest energy) come last, in the
+    order of their energy."""
+    g = gram * np.outer(weights, weights)
+    n = len(g)
+    residual = np.diag(g).astype(np.float64).copy()
+    scale = float(residual.max()) if n else 0.0
+    chosen = np.zeros(n, bool)
+    columns = np.zeros((n, n))
+    order: list[int] = []
+    for k in range(n):
+        candidates = np.where(chosen, -np.inf, residual)
+        j = int(np.argmax(candidates))
+        if candidates[j] <= 1e-9 * scale:
+            break
+        order.append(j)
+        chosen[j] = True
+        column = (g[:, j] - columns[:, :k] @ columns[j, :k]) / np.sqrt(residual[j])
+        columns[:, k] = column
+        residual = residual - column ** 2
+    rest = [int(j) for j in np.argsort(-np.diag(g), kind="stable") if not chosen[j]]
+    scores = np.zeros(n)
+    scores[np.array(order + rest, dtype=int)] = np.arange(n, 0, -1, dtype=np.float64)
+    return scores

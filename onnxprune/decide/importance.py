@@ -11,7 +11,7 @@ Criteria (``CRITERIA``):
   Euclidean distances to all other filters of the layer (He et al., "Filter Pruning via
   Geometric Median", CVPR 2019). Uses output-filter slots only; without one, falls back to ``l2``.
 * ``random``: seeded uniform scores, a baseline.
-* ``activation``, ``apoz``, ``wanda``: from calibration activations, see
+* ``activation``, ``apoz``, ``wanda``, ``greedy``: from calibration activations, see
   :mod:`onnxprune.decide.data_importance`.
 
 **BN-aware weights.** A Conv/Gemm/MatMul weight whose output is read only by a BatchNormalization
@@ -94,7 +94,8 @@ def criterion_used(group: ChannelGroup, criterion: str, analysis: Analysis | Non
 def all_importance(analysis: Analysis, criterion: str = "l1", seed: int = 0, data=None) -> dict[str, np.ndarray]:
     """Scores of every prunable group, keyed by group id. ``data`` (a
     :class:`~onnxprune.runtime.evaluate.Dataset`): the calibration data a data criterion reads."""
-    stats = feature_statistics(analysis, data) if criterion in DATA_CRITERIA and data is not None else None
+    stats = (feature_statistics(analysis, data, gram=criterion == "greedy")
+             if criterion in DATA_CRITERIA and data is not None else None)
     return {g.id: group_importance(analysis, g, criterion, seed, stats) for g in analysis.prunable_groups}
 
 

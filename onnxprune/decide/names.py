@@ -4,5 +4,5 @@ Weight criteria: :mod:`onnxprune.decide.importance`; data criteria (they read ca
 activations): :mod:`onnxprune.decide.data_importance`."""
 
 WEIGHT_CRITERIA = ("l1", "l2", "bn-scale", "fpgm", "random")
-DATA_CRITERIA = ("activation", "apoz", "wanda")
+DATA_CRITERIA = ("activation", "apoz", "wanda", "greedy")
 CRITERIA = WEIGHT_CRITERIA + DATA_CRITERIA
