@@ -66,7 +66,8 @@ class PruneOptions:
     ``provider`` with ``threads``, then measured, :func:`_latency_plan`), or ``plan``; and at
     most one depth amount: ``drop_blocks`` (residual block ids or Add names), ``drop_count``
     (the lowest by ``block_criterion``) or ``depth_ratio``. With both, the budget counts the
-    dropped blocks. ``steps`` > 1 reaches ``target_macs`` or ``target_params`` in that many rounds
+    dropped blocks. ``scan_recover``: the recovery the measuring schedules score each candidate
+    with (default: ``recover``; the CLI's measured defaults scan one-shot). ``steps`` > 1 reaches ``target_macs`` or ``target_params`` in that many rounds
     of prune and recover (:mod:`onnxprune.transform.gradual`). ``mix_blocks`` lets the sensitivity and evolution schedules drop blocks
     themselves. ``fuse`` (default) folds BN and per-channel scales after pruning
     (:mod:`onnxprune.transform.fuse`). ``round_to`` (``"auto"`` or an int) and ``provider``
@@ -109,6 +110,7 @@ class PruneOptions:
     mix_blocks: bool = False
     strict: bool = False
     steps: int = 1
+    scan_recover: str | None = None
 
     @property
     def budget(self) -> Budget | None:
@@ -118,6 +120,11 @@ class PruneOptions:
             if value is not None:
                 return Budget(kind, value)
         return None
+
+    @property
+    def scan_recovery(self) -> str:
+        """The recovery each candidate of a measuring schedule is scored after."""
+        return self.recover if self.scan_recover is None else self.scan_recover
 
     def rounding(self) -> Rounding:
         """``round_to`` resolved for ``provider`` (``"auto"``: the target's channel multiple, see
@@ -206,8 +213,9 @@ class PruneOptions:
                                      "{granularity} weight")
             if not self.data:
                 raise OnnxPruneError("{steps} measures the task metric after every round: give calibration data ({data})")
-        if self.recover not in RECOVERY:
-            raise OnnxPruneError(f"unknown recovery {self.recover!r}; choose one of {', '.join(RECOVERY)}")
+        for value in (self.recover, self.scan_recovery):
+            if value not in RECOVERY:
+                raise OnnxPruneError(f"unknown recovery {value!r}; choose one of {', '.join(RECOVERY)}")
         if self.recover != "none" and not self.data:
             raise OnnxPruneError(f"recovery {self.recover} needs calibration data: {{data}}")
         for name, minimum in (("evaluations", 1), ("jobs", 1)):
@@ -417,7 +425,7 @@ class Measurements:
 
             self.spec = EvaluatorSpec(str(model_path), dict(input_shapes), str(options.data),
                                       criterion=options.criterion, seed=options.seed, calib_samples=options.calib_samples,
-                                      recover=options.recover, metric=options.metric)
+                                      recover=options.scan_recovery, metric=options.metric)
 
     def __enter__(self) -> Measurements:
         return self
@@ -428,7 +436,7 @@ class Measurements:
     def sensitivity(self) -> SensitivityReport:
         if self.options.sensitivity is not None:
             report = self.options.sensitivity
-            if report.recover != self.options.recover:
+            if report.recover != self.options.scan_recovery:
                 self.notes.append(f"the sensitivity curves were measured with recovery {report.recover}, the model is "
                                   f"pruned with {self.options.recover}")
             return report

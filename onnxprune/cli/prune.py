@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..decide.names import CRITERIA
+from ..decide.names import CRITERIA, DEFAULT_WITH_DATA
 
 from .common import Column, Output, flag, handle_errors, input_shape_option, json_text, output_options, parse_shapes
 
@@ -34,9 +34,9 @@ from .common import Column, Output, flag, handle_errors, input_shape_option, jso
 @click.option("--granularity", type=click.Choice(["channel", "weight"]), default="channel", show_default=True,
               help="channel: remove whole channels (smaller and faster); weight: zero each layer's smallest weights "
                    "(unstructured: same graph and speed, smaller compressed file; takes --target-params or --ratio).")
-@click.option("--recover", type=click.Choice(["none", "bn", "reconstruct"]), default="none", show_default=True,
+@click.option("--recover", type=click.Choice(["auto", "none", "bn", "reconstruct"]), default="auto", show_default=True,
               help="Repair the pruned layers on --data without training: least-squares reconstruction, or BN "
-                   "statistics re-estimation.")
+                   "statistics re-estimation. auto: reconstruct with --data, else none.")
 @click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True,
               help="Reach --target-macs/--target-params in N rounds: prune the same fraction of what is left, "
                    "recover (--recover), re-measure the task metric on --data, repeat. Needs --data.")
@@ -60,12 +60,11 @@ from .common import Column, Output, flag, handle_errors, input_shape_option, jso
 @click.option("--fuse/--no-fuse", default=True, show_default=True,
               help="After pruning, fold BatchNorm and per-channel scales into the layers before them and drop no-op "
                    "nodes (onnxscript's rewrite rules; exact up to fp32 round-off).")
-@click.option("--criterion", type=click.Choice(CRITERIA),
-              default="l1", show_default=True,
+@click.option("--criterion", type=click.Choice(("auto", *CRITERIA)), default="auto", show_default=True,
               help="Channel importance: weight norms, BN scale (network slimming), geometric median, a random baseline; "
                    "with --data: mean |activation|, 1 - APoZ, structured Wanda (|W| x |X|) of what the consumer layers "
                    "read, or greedy: keep the channels the others explain least (what --recover reconstruct "
-                   "cannot rebuild).")
+                   "cannot rebuild). auto: greedy with --data, else l1.")
 @click.option("--global", "global_rank", is_flag=True, help="Same as --schedule global.")
 @click.option("--max-ratio", type=float, default=0.9, show_default=True, help="Cap on the fraction removed from any one group.")
 @click.option("--round-to", metavar="N|auto", default="auto", show_default=True,
@@ -118,6 +117,7 @@ def prune(model, output, ratio, target_macs, plan_path, target_params, target_la
     writes = {"out_path": output, "plan_out": None if apply_plan else plan_path, "json_path": out.json_file}
     reads = {"the input model": model, "the plan": plan_path if apply_plan else None, "the data": data_path,
              "the sensitivity report": sensitivity_path}
+    criterion, recover, scan_recover, chosen = _measured_defaults(criterion, recover, data_path, granularity)
     with OutputSet(writes, reads, models=["out_path"]) as outputs:
         options = PruneOptions(criterion=criterion, ratio=ratio, global_rank=global_rank, max_ratio=max_ratio,
                                target_macs=target_macs, round_to=_round_to(round_to), provider=provider,
@@ -129,11 +129,15 @@ def prune(model, output, ratio, target_macs, plan_path, target_params, target_la
                                jobs=jobs, scheduler=scheduler, recover=recover, granularity=granularity,
                                drop_blocks=drop_names, drop_count=drop_count, depth_ratio=depth_ratio,
                                block_criterion=block_criterion, fuse=fuse, mix_blocks=mix_blocks, strict=strict,
-                               steps=steps)
+                               steps=steps, scan_recover=scan_recover)
         shapes = parse_shapes(input_shape)
         with out.status("pruning") as stage:
             result = prune_into(outputs, model, options, shapes,
                                 plan_label="plan_out" if writes["plan_out"] else None, progress=stage)
+        if chosen:
+            result.notes.insert(0, f"with {{data}}, the defaults are {' and '.join(chosen)} (what measured best on "
+                                   "real tasks: README, Accuracy on real tasks); choose others with {criterion} and "
+                                   "{recover}")
         summary = result.to_dict(flag)
         summary.update(model=str(model), output=str(output), plan=writes["plan_out"])
         if out.json_file:
@@ -205,3 +209,23 @@ def _print(out: Output, model, output, result, plan_out) -> None:
         out.warn(warning)
     if plan_out:
         out.line(f"plan written to {plan_out}")
+
+
+def _measured_defaults(criterion: str, recover: str, data_path, granularity: str):
+    """``auto`` resolved: with ``--data`` (channel pruning) the measured pair
+    (:data:`~onnxprune.decide.names.DEFAULT_WITH_DATA`), else ``l1`` and no recovery. Returns
+    ``(criterion, recover, scan_recover, what was chosen)``; a measuring schedule scores its
+    candidates one-shot when the recovery was not asked for (``scan_recover``)."""
+    with_data = bool(data_path) and granularity == "channel"
+    chosen = []
+    if criterion == "auto":
+        criterion = DEFAULT_WITH_DATA[0] if with_data else "l1"
+        if with_data:
+            chosen.append(f"criterion {criterion}")
+    scan_recover = None
+    if recover == "auto":
+        recover = DEFAULT_WITH_DATA[1] if with_data else "none"
+        if with_data:
+            chosen.append(f"recovery {recover}")
+            scan_recover = "none"
+    return criterion, recover, scan_recover, chosen

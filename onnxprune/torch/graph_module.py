@@ -170,13 +170,14 @@ def _fold(fn, xs):
 
 @op("Clip")
 def _clip(a, x, lo=None, hi=None):
+    """Clip's bounds are structure (ReLU6, hard-swish), not weights: they do not train. One
+    ``clamp`` (its backward is one mask) where the bounds are scalars, as they always are in
+    ONNX Clip-11+."""
     lo = a.get("min") if lo is None else lo
     hi = a.get("max") if hi is None else hi
-    if lo is not None:
-        x = torch.maximum(x, torch.as_tensor(lo, dtype=x.dtype))
-    if hi is not None:
-        x = torch.minimum(x, torch.as_tensor(hi, dtype=x.dtype))
-    return x
+    lo = float(torch.as_tensor(lo).detach()) if lo is not None else None
+    hi = float(torch.as_tensor(hi).detach()) if hi is not None else None
+    return x if lo is None and hi is None else torch.clamp(x, lo, hi)
 
 
 @op("BatchNormalization")
