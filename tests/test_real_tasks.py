@@ -59,6 +59,21 @@ def test_every_recovery(task, recover):
     assert summary["macs_kept"] == pytest.approx(0.5, abs=0.03)
 
 
+@pytest.mark.parametrize("criterion", ["activation", "wanda", "greedy"])
+def test_every_data_criterion(task, criterion):
+    out, summary = prune(task, "--target-macs", "0.75", "--criterion", criterion, "--recover", "none",
+                         "--data", task[2])
+    assert summary["criterion"].startswith(criterion) and summary["recovery"] is None
+
+
+def test_measured_defaults_and_gradual_pruning(task):
+    out, summary = prune(task, "--target-macs", "0.6", "--steps", "2", "--data", task[2])
+    assert summary["criterion"].startswith("greedy") and summary["recovery"]["method"] == "reconstruct"
+    assert [r["round"] for r in summary["rounds"]] == [1, 2]
+    assert summary["macs_kept"] == pytest.approx(0.6, abs=0.03)
+    assert any("the defaults are criterion greedy and recovery reconstruct" in n for n in summary["notes"])
+
+
 @pytest.mark.parametrize("schedule", ["global", "sensitivity", "evolution"])
 def test_every_schedule(task, schedule):
     extra = {"sensitivity": ["--sensitivity-from", task[4], "--data", task[2], "--calib-samples", "4"],
