@@ -100,6 +100,7 @@ PATHS = {  # name -> PruneOptions fields; every path but "none" reads the calibr
     "wanda+bn": {"criterion": "wanda", "recover": "bn"},
     "greedy+reconstruct": {"criterion": "greedy", "recover": "reconstruct"},
     "greedy+reconstruct+steps3": {"criterion": "greedy", "recover": "reconstruct", "steps": 3},
+    "greedy+reconstruct+distill": {"criterion": "greedy", "recover": "reconstruct", "distill": 3},
     "greedy+reconstruct+steps3+distill": {"criterion": "greedy", "recover": "reconstruct", "steps": 3, "distill": 3},
     "wanda+reconstruct+steps3": {"criterion": "wanda", "recover": "reconstruct", "steps": 3},
     # then `finetune` by distillation on the calibration images without their labels, 3 epochs,
@@ -121,7 +122,7 @@ def score(task: Task, original: Path, candidate: Path, data: Path) -> tuple[floa
 
 
 def run_task(task: Task, seeds: int, calib: int, evaluate: int, work: Path, paths=DEFAULT_PATHS,
-             progress=print) -> dict:
+             progress=print, distill_samples: int | None = None) -> dict:
     """``{"original": [per seed], "0.5/none": [...], "0.5/none:macs": [...], "0.5/none:seconds":
     [...], ...}``: the task metric per seed, and the MACs kept and prune seconds of each point."""
     import time
@@ -145,7 +146,7 @@ def run_task(task: Task, seeds: int, calib: int, evaluate: int, work: Path, path
                 result = prune_file(model, out, options, input_shapes=shapes)
                 seconds = time.perf_counter() - start
                 if epochs:
-                    out = distill(task, model, out, work, calib_path, seed, epochs)
+                    out = distill(task, model, out, work, calib_path, seed, epochs, distill_samples)
                     figures.setdefault(f"{target}/{path}:distill_seconds", []).append(
                         time.perf_counter() - start - seconds)
                     seconds = time.perf_counter() - start
@@ -161,14 +162,19 @@ def run_task(task: Task, seeds: int, calib: int, evaluate: int, work: Path, path
     return figures
 
 
-def distill(task: Task, model: Path, pruned: Path, work: Path, calib_path: Path, seed: int, epochs: int) -> Path:
+def distill(task: Task, model: Path, pruned: Path, work: Path, calib_path: Path, seed: int, epochs: int,
+            samples: int | None = None) -> Path:
     """``pruned`` fine-tuned by distillation from ``model`` on the calibration inputs without
-    their labels, keeping the best epoch on fresh unlabeled validation data (seed 2000 + s)."""
+    their labels (or on ``samples`` fresh unlabeled inputs, seed 3000 + s), keeping the best
+    epoch on fresh unlabeled validation data (seed 2000 + s)."""
     from onnxprune.api import finetune
 
-    unlabeled = work / f"{task.name}_calib{seed}_unlabeled.npz"
-    with np.load(calib_path) as z:
-        np.savez(unlabeled, **{k: z[k] for k in z.files if k != "labels"})
+    unlabeled = work / f"{task.name}_train{seed}_unlabeled.npz"
+    if samples:
+        np.savez(unlabeled, **{k: v for k, v in task.data(samples, 3000 + seed).items() if k != "labels"})
+    else:
+        with np.load(calib_path) as z:
+            np.savez(unlabeled, **{k: z[k] for k in z.files if k != "labels"})
     val = work / f"{task.name}_val{seed}.npz"
     np.savez(val, **{k: v for k, v in task.data(max(16, len(np.load(unlabeled)[task.input]) // 4), 2000 + seed).items()
                      if k != "labels"})
@@ -200,6 +206,9 @@ def main(argv=None) -> int:
     parser.add_argument("--calib", type=int, default=128, help="calibration samples per seed")
     parser.add_argument("--eval", type=int, default=128, help="evaluation samples per seed")
     parser.add_argument("--paths", default=",".join(DEFAULT_PATHS), help="comma-separated: " + ", ".join(PATHS))
+    parser.add_argument("--distill-samples", type=int,
+                        help="the *distill paths train on this many fresh unlabeled inputs (default: the calibration "
+                             "inputs)")
     parser.add_argument("--json", help="also write the per-seed figures here")
     parser.add_argument("--write-data", metavar="TASK", help="only write TASK's data to --out")
     parser.add_argument("--out")
@@ -216,7 +225,8 @@ def main(argv=None) -> int:
     results = {}
     with tempfile.TemporaryDirectory() as work:
         for name in args.tasks.split(","):
-            results[name] = run_task(TASKS[name], args.seeds, args.calib, args.eval, Path(work), paths)
+            results[name] = run_task(TASKS[name], args.seeds, args.calib, args.eval, Path(work), paths,
+                                     distill_samples=args.distill_samples)
     print(table(results, paths))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
