@@ -48,7 +48,7 @@ from .analysis.load import load_and_analyze  # noqa: F401  (part of this module'
 from .rewrite import apply_removal
 from .transform.depth import drop_blocks
 from .transform.recover import METHODS as RECOVERY
-from .transform.recover import RecoveryReport, recover
+from .transform.recover import RecoveryReport, kept_outputs, recover
 from .transform.gradual import prune_in_steps
 
 Progress = Callable[[str], None]
@@ -67,7 +67,10 @@ class PruneOptions:
     most one depth amount: ``drop_blocks`` (residual block ids or Add names), ``drop_count``
     (the lowest by ``block_criterion``) or ``depth_ratio``. With both, the budget counts the
     dropped blocks. ``scan_recover``: the recovery the measuring schedules score each candidate
-    with (default: ``recover``; the CLI's measured defaults scan one-shot). ``steps`` > 1 reaches ``target_macs`` or ``target_params`` in that many rounds
+    with (default: ``recover``; the CLI's measured defaults scan one-shot). ``teacher``:
+    ``(path, index)`` when the input was itself pruned from the model at ``path`` (gradual
+    pruning sets it): recovery then fits to that model's activations, ``index`` mapping channels
+    (:func:`onnxprune.transform.recover.compose`). ``steps`` > 1 reaches ``target_macs`` or ``target_params`` in that many rounds
     of prune and recover (:mod:`onnxprune.transform.gradual`). ``mix_blocks`` lets the sensitivity and evolution schedules drop blocks
     themselves. ``fuse`` (default) folds BN and per-channel scales after pruning
     (:mod:`onnxprune.transform.fuse`). ``round_to`` (``"auto"`` or an int) and ``provider``
@@ -111,6 +114,7 @@ class PruneOptions:
     strict: bool = False
     steps: int = 1
     scan_recover: str | None = None
+    teacher: tuple | None = None
 
     @property
     def budget(self) -> Budget | None:
@@ -261,6 +265,7 @@ class PruneResult:
     latency: LatencyCheck | None = None  # with target_latency: predicted against measured
     warnings: list[str] = field(default_factory=list)  # a goal not met; options written as {name}
     rounds: list = field(default_factory=list)  # with steps > 1: one onnxprune.transform.gradual.Round each
+    kept_channels: dict = field(default_factory=dict)  # with recovery: transform.recover.kept_outputs of the input
 
     def notes_text(self, spell=None) -> list[str]:
         """:attr:`notes` with their options spelled by ``spell`` (default: Python parameter names;
@@ -563,6 +568,7 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
     before, after = cost_model.cost(), cost_model.dropping(dropped).cost_without(removed)
     recovery = fusion = None
     warnings: list[str] = []
+    kept_channels = kept_outputs(analysis, removed) if options.recover != "none" else {}
     if options.recover != "none" and (len(removed) or blocks):
         step(f"recovering ({options.recover})")
         model, recovery = _recover_checked(analysis, model, removed, options, dropped, notes, warnings)
@@ -599,7 +605,7 @@ def prune_model(analysis: Analysis, options: PruneOptions, progress: Progress | 
                        blocks_dropped=[b.id for b in blocks], blocks_removable=len(analysis.removable_blocks),
                        fusion=fusion, schedule=schedule,
                        recovery=recovery, round_to=rounding_applied(plan, options), latency=latency,
-                       warnings=warnings)
+                       warnings=warnings, kept_channels=kept_channels)
 
 
 LATENCY_REPLANS = 2
@@ -722,8 +728,12 @@ def _recover_checked(analysis: Analysis, model: onnx.ModelProto, removed, option
     fit, check = split(data, options.seed)
     unrecovered = onnx.ModelProto()
     unrecovered.CopyFrom(model)
+    teacher = None
+    if options.teacher is not None:
+        path, index = options.teacher
+        teacher = (normalize(read_model(path)[0], inplace=True), index)
     model, recovery = recover(analysis, model, removed, fit, options.recover, seed=options.seed,
-                              dropped_from=min(dropped) if dropped else None)
+                              dropped_from=min(dropped) if dropped else None, teacher=teacher)
     recovery.checked_on = None if check is None else len(check)
     held = (f", checked on {len(check)} held-out samples" if check is not None else
             f", checked on the same samples (fewer than {MIN_FOR_HOLDOUT}: none held out)")
@@ -735,7 +745,8 @@ def _recover_checked(analysis: Analysis, model: onnx.ModelProto, removed, option
         warnings.append(f"recovery {options.recover}: {len(short)} layers had fewer least-squares rows than unknowns and "
                         f"were not refit (e.g. {worst.node}: {worst.rows} rows for {worst.unknowns}); about "
                         f"{recovery.samples_needed()} calibration samples would fill every fit")
-    if not _recovery_helps(analysis.model, unrecovered, model, check if check is not None else fit, options.metric,
+    reference = teacher[0] if teacher is not None else analysis.model
+    if not _recovery_helps(reference, unrecovered, model, check if check is not None else fit, options.metric,
                            recovery):
         where = "held-out" if check is not None else "calibration"
         warnings.append(f"recovery {options.recover} made the {where} {recovery.metric} worse (loss "

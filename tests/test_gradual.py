@@ -77,3 +77,31 @@ def test_steps_refuse_to_save_one_plan_and_write_nothing(tmp_path):
     assert_bad_input(cli("prune", MODEL, "-o", out, "--target-macs", "0.5", "--steps", "2", "--data", DATA,
                          "--plan", plan), "one plan per round")
     assert not out.exists() and not plan.exists()
+
+
+def test_compose_maps_channels_back_to_the_first_model():
+    from onnxprune.transform.recover import compose
+
+    first = {"a": np.array([0, 2, 3, 5]), "b": np.array([1, 2])}
+    second = {"a": np.array([1, 3]), "c": np.array([0])}
+    out = compose(first, second)
+    assert out["a"].tolist() == [2, 5] and out["b"].tolist() == [1, 2] and out["c"].tolist() == [0]
+
+
+def test_each_round_recovers_towards_the_original(tmp_path, monkeypatch):
+    """Rounds after the first hand recovery the original model and the composed channel index."""
+    from onnxprune.transform import recover as recover_module
+
+    seen = []
+    real = recover_module.recover
+
+    def spy(analysis, pruned, removed, data, method, **kw):
+        seen.append(kw.get("teacher"))
+        return real(analysis, pruned, removed, data, method, **kw)
+
+    monkeypatch.setattr("onnxprune.pipeline.recover", spy)
+    prune_file(MODEL, tmp_path / "p.onnx", PruneOptions(target_macs=0.5, steps=2, recover="reconstruct", data=DATA))
+    assert seen[0] is None and seen[1] is not None
+    teacher, index = seen[1]
+    assert {n.name for n in teacher.graph.node} >= {n.name for n in onnx.load(MODEL).graph.node if n.op_type == "Conv"}
+    assert index and all(np.all(np.diff(v) > 0) for v in index.values())

@@ -2,9 +2,10 @@
 
 Round ``k`` (1..N) prunes the previous round's model so that ``target^(k/N)`` of the
 original's MACs (or parameters) remain, with the same criterion, schedule and recovery as a
-one-shot prune, so each round cuts about the same fraction of what is left. Recovery repairs
-each round against that round's input (so errors of earlier rounds are already repaired when the
-next one is cut). BatchNorm fusion runs only in the last round, so every round sees the BatchNorms.
+one-shot prune, so each round cuts about the same fraction of what is left. Recovery in every
+round fits to the *original* model's activations (the kept channels of all rounds composed,
+:func:`onnxprune.transform.recover.compose`), so the errors of earlier rounds are repaired
+against the original too, not against an already damaged model. BatchNorm fusion runs only in the last round, so every round sees the BatchNorms.
 After each round the task metric is measured on the calibration data, against its labels
 or else against the *original* model's outputs (:func:`onnxprune.runtime.evaluate.verify`),
 and reported.
@@ -28,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+
+from .recover import compose
 
 
 @dataclass
@@ -67,19 +70,22 @@ def prune_in_steps(prune_file, outputs, model_path, options, input_shapes=None, 
     rounds: list[Round] = []
     warnings: list[str] = []
     first = result = None
+    index: dict = {}
     with tempfile.TemporaryDirectory(prefix="onnxprune-steps-") as work:
         current = Path(model_path)
         for k, goal in enumerate(step_targets(budget.target, options.steps), start=1):
             kept = 1.0 if result is None else getattr(result.after, kind) / getattr(first.before, kind)
             fraction = min(1.0, goal / kept)
             last = k == options.steps
+            teacher = (str(model_path), index) if result is not None and options.recover != "none" else None
             round_options = dataclasses.replace(options, steps=1, **{f"target_{kind}": fraction},
-                                                fuse=options.fuse if last else False, allow_noop=last)
+                                                fuse=options.fuse if last else False, allow_noop=last, teacher=teacher)
             out = Path(work) / f"round{k}.onnx"
             step(f"round {k}/{options.steps}")
             result = prune_file(current, out, round_options, input_shapes=input_shapes,
                                 progress=lambda stage, k=k: step(f"round {k}/{options.steps}: {stage}"))
             first = first or result
+            index = compose(index, result.kept_channels)
             warnings += [f"round {k}/{options.steps}: {w}" for w in result.warnings]
             report = verify(model_path, out, data_path=options.data, metric=options.metric, batch_size=16)
             metric = report.metrics[0]

@@ -107,10 +107,31 @@ class _Layer:
     unknowns: int = 0  # reconstruct: unknowns per output channel (weight inputs, + 1 for a bias)
 
 
+def kept_outputs(analysis: Analysis, removed: np.ndarray) -> dict[str, np.ndarray]:
+    """For every tensor of ``analysis.model`` that loses channels with ``removed``: the indices
+    of the channels it keeps (into its channel axis), in order."""
+    alive = analysis.alive_ids(np.asarray(removed, dtype=np.int64))
+    out = {}
+    for name, ax in analysis.axes.items():
+        if ax is not None and not alive[ax.ids].all():
+            out[name] = np.flatnonzero(alive[ax.ids])
+    return out
+
+
+def compose(earlier: dict[str, np.ndarray], now: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Channel indices into the first model after two prunes: ``earlier`` (first model → second)
+    then ``now`` (second → third), both as :func:`kept_outputs` gives them."""
+    out = dict(earlier)
+    for name, kept in now.items():
+        out[name] = earlier[name][kept] if name in earlier else kept
+    return out
+
+
 def recover(analysis: Analysis, pruned: onnx.ModelProto, removed: np.ndarray, data: Dataset, method: str, *,
             ridge: float = 1e-3, positions: int = 16, batch_size: int = 64, seed: int = 0, progress=None,
             start: tuple[int, object] | None = None, dropped_from: int | None = None,
-            axes: dict | None = None) -> tuple[onnx.ModelProto, RecoveryReport]:
+            axes: dict | None = None,
+            teacher: tuple[onnx.ModelProto, dict[str, np.ndarray]] | None = None) -> tuple[onnx.ModelProto, RecoveryReport]:
     """Repair ``pruned`` (what :func:`~onnxprune.rewrite.apply_removal` made of ``analysis``
     with ``removed``) on the calibration ``data``; returns the repaired model (``pruned`` is
     changed in place) and what was done. ``positions``: output positions sampled per sample for
@@ -125,6 +146,11 @@ def recover(analysis: Analysis, pruned: onnx.ModelProto, removed: np.ndarray, da
 
     The original and the pruned model are walked in lockstep (:class:`Walker`): each layer's
     target is the original's output of the same node on the original's own activations.
+    ``teacher``: ``(model, index)`` when ``analysis.model`` was itself pruned from ``model``
+    (gradual pruning): the targets are then ``model``'s outputs, ``index[tensor]`` giving the
+    teacher's channel of each channel of ``analysis.model``'s tensor (:func:`compose`; absent:
+    the same channels), so that errors of earlier rounds are repaired too. Its nodes must have
+    the names of ``analysis.model``'s.
 
     Errors (``OnnxPruneError``): an unknown method; fewer than 2 samples.
     """
@@ -139,10 +165,13 @@ def recover(analysis: Analysis, pruned: onnx.ModelProto, removed: np.ndarray, da
     alive = analysis.alive_ids(np.asarray(removed, dtype=np.int64))
     layers, report.skipped = _layers(analysis, pruned, alive, method, dropped_from)
     if layers:
-        original = analysis.model
+        original, index = teacher if teacher is not None else (analysis.model, {})
         position = {n.name: i for i, n in enumerate(original.graph.node)}
+        if any(layer.node.name not in position for layer in layers):
+            raise OnnxPruneError("internal error: the teacher model lacks a node of the model being recovered")
+        layers = [_Layer(layer.index, layer.node, _teacher_channels(layer, index), layer.unknowns) for layer in layers]
         axes = axes if axes is not None else trace_axes(original, data)
-        if start is None:
+        if start is None or teacher is not None:
             walkers = (Walker(original, data, batch_size, axes=axes), Walker(pruned, data, batch_size, axes=axes))
         else:
             cut, acts = start
@@ -160,6 +189,14 @@ def recover(analysis: Analysis, pruned: onnx.ModelProto, removed: np.ndarray, da
         report.added_params = int(sum(np.prod(t.dims) for t in pruned.graph.initializer[count:]))
     report.seconds = round(time.perf_counter() - began, 3)
     return pruned, report
+
+
+def _teacher_channels(layer: _Layer, index: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The teacher's channels of the layer's kept output channels (see :func:`recover`)."""
+    earlier = index.get(layer.node.output[0])
+    if earlier is None:
+        return layer.kept
+    return earlier if layer.kept is None else earlier[layer.kept]
 
 
 # ---------------------------------------------------------------- which layers
