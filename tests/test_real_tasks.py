@@ -13,6 +13,7 @@ import onnx
 import pytest
 
 from clirun import cli, ok
+from onnxprune.decide.names import DEFAULT_WITH_DATA
 from tools.real_tasks import TASKS
 
 pytestmark = pytest.mark.slow
@@ -68,10 +69,11 @@ def test_every_data_criterion(task, criterion):
 
 def test_measured_defaults_and_gradual_pruning(task):
     out, summary = prune(task, "--target-macs", "0.6", "--steps", "2", "--data", task[2])
-    assert summary["criterion"].startswith("greedy") and summary["recovery"]["method"] == "reconstruct"
+    criterion, recovery = DEFAULT_WITH_DATA
+    assert summary["criterion"].startswith(criterion) and summary["recovery"]["method"] == recovery
     assert [r["round"] for r in summary["rounds"]] == [1, 2]
     assert summary["macs_kept"] == pytest.approx(0.6, abs=0.03)
-    assert any("the defaults are criterion greedy and recovery reconstruct" in n for n in summary["notes"])
+    assert any(f"the defaults are criterion {criterion} and recovery {recovery}" in n for n in summary["notes"])
 
 
 @pytest.mark.parametrize("schedule", ["global", "sensitivity", "evolution"])

@@ -17,11 +17,14 @@ nudenet_yolo   NudeNet 3.4.2's YOLOv8n (320n.onnx)   skimage photos, random crop
 ============== ===================================== ======================================== ==========
 
 For each task and seed, calibration data (seed s) and evaluation data (seed 1000 + s) are
-generated; the model is pruned to 0.75 and 0.5 of its MACs (uniform L1 schedule), one-shot and
-with each recovery, and every model is scored on the evaluation data with the task's metric
+generated; the model is pruned to 0.75 and 0.5 of its MACs (uniform schedule) by each path of
+``--paths`` (criterion, recovery, ``--steps``, distillation: :data:`PATHS`), and every model is scored on the evaluation data with the task's metric
 against its labels. Figures are mean ± std over seeds.
 
-    python tools/real_tasks.py                     # every task, 3 seeds (about 15 min on 2 cores)
+    python tools/real_tasks.py                     # every task, 3 seeds, none/bn/reconstruct
+    python tools/real_tasks.py --seeds 3 --calib 256 --eval 128 \
+        --paths none,bn,reconstruct,wanda+reconstruct,greedy+reconstruct   # the README table
+        # (about 75 min on 2 cores: 4 min the classifier, 23 captcha, 20 YOLO, 25 PP-OCRv4)
     python tools/real_tasks.py --tasks ppocr_cls --seeds 1 --calib 32 --eval 64
     python tools/real_tasks.py --write-data ppocr_rec --out lines.npz -n 64   # just the data
 
@@ -111,14 +114,14 @@ PATHS = {  # name -> PruneOptions fields; every path but "none" reads the calibr
 DEFAULT_PATHS = ("none", "bn", "reconstruct")
 
 
-def score(task: Task, original: Path, candidate: Path, data: Path) -> tuple[float, float]:
-    """``(original's metric, candidate's metric)`` on ``data``, against its labels (the
-    original's detections for a detector)."""
+def score(task: Task, original: Path, candidate: Path, data: Path) -> tuple[float, float, str]:
+    """``(original's metric, candidate's metric, the metric's name)`` on ``data``, against its
+    labels (the original's detections for a detector)."""
     from onnxprune.runtime.evaluate import verify
 
     report = verify(original, candidate, data_path=data, batch_size=16, metric=task.metric)
     first = report.metrics[0]
-    return first.original, first.pruned
+    return first.original, first.pruned, first.metric
 
 
 def run_task(task: Task, seeds: int, calib: int, evaluate: int, work: Path, paths=DEFAULT_PATHS,
@@ -150,7 +153,8 @@ def run_task(task: Task, seeds: int, calib: int, evaluate: int, work: Path, path
                     figures.setdefault(f"{target}/{path}:distill_seconds", []).append(
                         time.perf_counter() - start - seconds)
                     seconds = time.perf_counter() - start
-                original, pruned = score(task, model, out, eval_path)
+                original, pruned, metric = score(task, model, out, eval_path)
+                figures["metric"] = metric
                 if target == TARGETS[0] and path == paths[0]:
                     figures.setdefault("original", []).append(original)
                 column = f"{target}/{path}"
@@ -184,19 +188,29 @@ def distill(task: Task, model: Path, pruned: Path, work: Path, calib_path: Path,
 
 
 def table(results: dict, paths=DEFAULT_PATHS) -> str:
-    """A markdown table: one row per task, the metric's mean ± std over seeds per column, and
-    the mean prune time of each column."""
-    columns = ["original"] + [f"{t}/{p}" for t in TARGETS for p in paths]
-    head = "| task | metric | " + " | ".join(c.replace("/", " MACs, ") for c in columns) + " |"
-    lines = [head, "|" + "---|" * (len(columns) + 2)]
-    for name, figures in results.items():
-        cells = [f"{np.mean(figures[c]):.3f} ± {np.std(figures[c]):.3f}" for c in columns]
-        lines.append(f"| {name} | {TASKS[name].metric} | " + " | ".join(cells) + " |")
-    for name, figures in results.items():
-        cells = [""] + [f"{np.mean(figures[c + ':seconds']):.1f} s" if c + ":seconds" in figures else "-"
-                        for c in columns[1:]]
-        lines.append(f"| {name} | prune time | " + " | ".join(cells) + " |")
+    """A markdown table: a row per MACs target and path (and the originals), a column per task;
+    each cell the task metric's mean ± std over seeds, and the mean prune time."""
+    names = list(results)
+    head = "| MACs kept | path | " + " | ".join(f"{n} ({_metric_name(results[n])})" for n in names) + " |"
+    lines = [head, "|" + "---|" * (len(names) + 2)]
+    lines.append("| 1.0 | original | " + " | ".join(_cell(results[n], "original") for n in names) + " |")
+    for target in TARGETS:
+        for path in paths:
+            column = f"{target}/{path}"
+            lines.append(f"| {target} | {path} | " + " | ".join(_cell(results[n], column) for n in names) + " |")
     return "\n".join(lines)
+
+
+def _metric_name(figures: dict) -> str:
+    return figures.get("metric", "task metric")
+
+
+def _cell(figures: dict, column: str) -> str:
+    if column not in figures:
+        return "-"
+    text = f"{np.mean(figures[column]):.3f} ± {np.std(figures[column]):.3f}"
+    seconds = figures.get(column + ":seconds")
+    return text + (f" ({np.mean(seconds):.0f} s)" if seconds else "")
 
 
 def main(argv=None) -> int:

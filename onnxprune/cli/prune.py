@@ -64,7 +64,7 @@ from .common import Column, Output, flag, handle_errors, input_shape_option, jso
               help="Channel importance: weight norms, BN scale (network slimming), geometric median, a random baseline; "
                    "with --data: mean |activation|, 1 - APoZ, structured Wanda (|W| x |X|) of what the consumer layers "
                    "read, or greedy: keep the channels the others explain least (what --recover reconstruct "
-                   "cannot rebuild). auto: greedy with --data, else l1.")
+                   "cannot rebuild). auto: wanda with --data, else l1.")
 @click.option("--global", "global_rank", is_flag=True, help="Same as --schedule global.")
 @click.option("--max-ratio", type=float, default=0.9, show_default=True, help="Cap on the fraction removed from any one group.")
 @click.option("--round-to", metavar="N|auto", default="auto", show_default=True,
