@@ -110,6 +110,8 @@ PATHS = {  # name -> PruneOptions fields; every path but "none" reads the calibr
     # the best epoch kept on a separate unlabeled validation set (agreement with the original)
     "wanda+reconstruct+steps3+distill": {"criterion": "wanda", "recover": "reconstruct", "steps": 3, "distill": 3},
     "wanda+reconstruct+distill": {"criterion": "wanda", "recover": "reconstruct", "distill": 3},
+    # 20 epochs at lr 1e-3 (use with --distill-samples 2048)
+    "wanda+reconstruct+distill20": {"criterion": "wanda", "recover": "reconstruct", "distill": (20, 1e-3)},
 }
 DEFAULT_PATHS = ("none", "bn", "reconstruct")
 
@@ -166,11 +168,12 @@ def run_task(task: Task, seeds: int, calib: int, evaluate: int, work: Path, path
     return figures
 
 
-def distill(task: Task, model: Path, pruned: Path, work: Path, calib_path: Path, seed: int, epochs: int,
+def distill(task: Task, model: Path, pruned: Path, work: Path, calib_path: Path, seed: int, epochs,
             samples: int | None = None) -> Path:
     """``pruned`` fine-tuned by distillation from ``model`` on the calibration inputs without
     their labels (or on ``samples`` fresh unlabeled inputs, seed 3000 + s), keeping the best
-    epoch on fresh unlabeled validation data (seed 2000 + s)."""
+    epoch on fresh unlabeled validation data (seed 2000 + s). ``epochs``: a count (Adam at
+    3e-4) or ``(count, lr)``."""
     from onnxprune.api import finetune
 
     unlabeled = work / f"{task.name}_train{seed}_unlabeled.npz"
@@ -183,7 +186,8 @@ def distill(task: Task, model: Path, pruned: Path, work: Path, calib_path: Path,
     np.savez(val, **{k: v for k, v in task.data(max(16, len(np.load(unlabeled)[task.input]) // 4), 2000 + seed).items()
                      if k != "labels"})
     out = pruned.with_name(pruned.stem + "_distilled.onnx")
-    finetune(pruned, out, teacher=model, data=unlabeled, val=val, epochs=epochs, seed=seed)
+    epochs, lr = epochs if isinstance(epochs, tuple) else (epochs, 3e-4)
+    finetune(pruned, out, teacher=model, data=unlabeled, val=val, epochs=epochs, lr=lr, seed=seed)
     return out
 
 
