@@ -70,9 +70,9 @@ class PruneOptions:
     with (default: ``recover``; the CLI's measured defaults scan one-shot). ``teacher``:
     ``(path, index)`` when the input was itself pruned from the model at ``path`` (gradual
     pruning sets it): recovery then fits to that model's activations, ``index`` mapping channels
-    (:func:`onnxprune.transform.recover.compose`). ``steps`` > 1 reaches ``target_macs`` or ``target_params`` in that many rounds
-    of prune and recover (:mod:`onnxprune.transform.gradual`). ``mix_blocks`` lets the sensitivity and evolution schedules drop blocks
-    themselves. ``fuse`` (default) folds BN and per-channel scales after pruning
+    (:func:`onnxprune.transform.recover.compose`). ``steps`` > 1 reaches ``target_macs`` or
+    ``target_params`` in that many rounds of prune and recover (:mod:`onnxprune.transform.gradual`).
+    ``mix_blocks`` lets the sensitivity and evolution schedules drop blocks themselves. ``fuse`` (default) folds BN and per-channel scales after pruning
     (:mod:`onnxprune.transform.fuse`). ``round_to`` (``"auto"`` or an int) and ``provider``
     set the channel multiple (:mod:`onnxprune.decide.rounding`). A plan that removes nothing
     is refused unless ``allow_noop``. ``strict`` turns every warning of the result (a

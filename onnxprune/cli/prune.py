@@ -135,8 +135,8 @@ def prune(model, output, ratio, target_macs, plan_path, target_params, target_la
             result = prune_into(outputs, model, options, shapes,
                                 plan_label="plan_out" if writes["plan_out"] else None, progress=stage)
         if chosen:
-            result.notes.insert(0, f"with {{data}}, the defaults are {' and '.join(chosen)} (what measured best on "
-                                   "real tasks: README, Accuracy on real tasks); choose others with {criterion} and "
+            result.notes.insert(0, f"with {{data}}, the defaults are {' and '.join(chosen)} (the choice measured "
+                                   "on real tasks: README, Accuracy on real tasks); choose others with {criterion} and "
                                    "{recover}")
         summary = result.to_dict(flag)
         summary.update(model=str(model), output=str(output), plan=writes["plan_out"])

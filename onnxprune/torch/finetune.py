@@ -148,7 +148,8 @@ def finetune(student: onnx.ModelProto, teacher: onnx.ModelProto | str, data: Dat
         return loss
 
     # NHWC ("channels_last") is oneDNN's fast layout for convolutions on the CPU, their backward
-    # (depthwise included) most of all: 2-4x per step on PP-OCR's classifier. Values do not change.
+    # (depthwise included) most of all: PP-OCR's classifier epoch went 97 s -> 67 s on a loaded
+    # 2-core machine. Values do not change.
     module.to(memory_format=torch.channels_last)
     inputs = [_fast_layout(x) for x in inputs]
     optimizer = torch.optim.Adam(module.parameters(), lr=options.lr)

@@ -5,7 +5,8 @@ original's MACs (or parameters) remain, with the same criterion, schedule and re
 one-shot prune, so each round cuts about the same fraction of what is left. Recovery in every
 round fits to the *original* model's activations (the kept channels of all rounds composed,
 :func:`onnxprune.transform.recover.compose`), so the errors of earlier rounds are repaired
-against the original too, not against an already damaged model. BatchNorm fusion runs only in the last round, so every round sees the BatchNorms.
+against the original too, not against an already damaged model. BatchNorm fusion runs only in
+the last round, so every round sees the BatchNorms.
 After each round the task metric is measured on the calibration data, against its labels
 or else against the *original* model's outputs (:func:`onnxprune.runtime.evaluate.verify`),
 and reported.
